@@ -1,0 +1,423 @@
+"""The facade: :class:`Client` holds the cluster state, the transport and the request loop,
+and offers the v3 KV API. Every method is greenlet-safe; share one client per process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any
+
+import gevent
+import gevent.pool
+
+from geetcd._executor import Executor, check_timeout
+from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
+from geetcd.config import TLS, Retry
+from geetcd.errors import InvalidArgument, InvalidType
+from geetcd.models import (
+    DeleteResponse,
+    Header,
+    KeyValue,
+    MemberList,
+    PutResponse,
+    RangeResponse,
+    Status,
+    TxnResponse,
+)
+from geetcd.protocol import cluster as cluster_proto
+from geetcd.protocol import kv as kv_proto
+from geetcd.protocol.codec import Keyspace, to_bytes
+from geetcd.protocol.kv import RangeOptions, check_bool, check_int
+from geetcd.transport import Transport
+from geetcd.txn import Compare, Comparison, Op, TxnOp, check_txn, lease_id, txn_body
+
+__all__ = ["Client"]
+
+log = logging.getLogger("geetcd.client")
+
+
+def _opt_revision(value: int | None, what: str) -> int:
+    return 0 if value is None else check_int(value, what, minimum=1)
+
+
+class Client:
+    """A gevent-native etcd v3 client for one cluster.
+
+    ``endpoints``: a list of ``http(s)://host:port`` URLs or one comma-separated string.
+    ``timeout``: the deadline of one call in seconds, retries and failover included
+    (override per call with ``timeout=``). ``attempt_timeout``: how long one attempt waits for
+    an answer before the member is treated as hung and the call moves on.
+    ``maxsize``: connections per member (callers beyond it wait, cooperatively).
+    ``retry``: a :class:`geetcd.Retry` (override per call with ``retry=``).
+    ``namespace``: a key prefix applied to every key in and stripped from every key out.
+    ``policy``: how members are picked (:class:`geetcd.PickPolicy`).
+    ``sync_interval`` / ``sync_on_start``: refresh the member list from the cluster
+    periodically / once at first use (off by default); after a member fails the list is
+    refreshed too when the client was given more than one endpoint or ``sync_on_start``.
+
+    Constructing a client does no network I/O; the first call does. Use it as a context
+    manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str] = "http://127.0.0.1:2379",
+        *,
+        timeout: float = 10.0,
+        attempt_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        maxsize: int = 64,
+        retry: Retry | None = None,
+        namespace: str | bytes | None = None,
+        policy: PickPolicy = PickPolicy.STICKY_RANDOM,
+        sync_interval: float | None = None,
+        sync_on_start: bool = False,
+        tls: TLS | None = None,
+        api_prefix: str | None = None,
+        on_state_change: Callable[[StateChange], None] | None = None,
+    ) -> None:
+        urls = normalize_endpoints(endpoints)
+        if tls is not None and not isinstance(tls, TLS):
+            raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
+        if sync_interval is not None:
+            check_timeout(sync_interval, "sync_interval")
+        prefix = b"" if namespace is None else to_bytes(namespace, "namespace")
+        self._ks = Keyspace(prefix)
+        self._group = gevent.pool.Group()
+        self._transport = Transport(maxsize=maxsize, tls=tls)
+        self._cluster = ClusterState(
+            urls,
+            probe=self._probe,
+            fetch_members=self._fetch_members,
+            group=self._group,
+            policy=policy,
+            sync_interval=sync_interval,
+            sync_on_start=sync_on_start,
+            sync_after_failure=len(urls) > 1 or sync_on_start,
+            on_state_change=on_state_change,
+            on_member_removed=self._member_removed,
+        )
+        self._executor = Executor(
+            self._cluster,
+            self._transport,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            connect_timeout=connect_timeout,
+            retry=retry if retry is not None else Retry(),
+            api_prefix=api_prefix,
+        )
+        self._closed = False
+        self._started = False
+        self._parse_range = partial(kv_proto.parse_range, ks=self._ks)
+        self._parse_put = partial(kv_proto.parse_put, ks=self._ks)
+        self._parse_delete = partial(kv_proto.parse_delete, ks=self._ks)
+        self._parse_txn = partial(kv_proto.parse_txn, ks=self._ks)
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        urls = ",".join(m.url for m in self._cluster.members)
+        ns = f" namespace={self._ks.prefix!r}" if self._ks.prefix else ""
+        state = "closed" if self._closed else "open"
+        return f"<geetcd.Client {urls}{ns} {state}>"
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End every background greenlet (watches, keepalives, probes) and close all
+        connections. Waits at most ``timeout`` seconds. Idempotent; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cluster.close()
+        self._group.kill(timeout=timeout, block=True)
+        self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        """The shared cluster state (members, health, latency); its repr is a readable table."""
+        return self._cluster
+
+    @property
+    def namespace(self) -> bytes:
+        """The key prefix of this client (b"" when none)."""
+        return self._ks.prefix
+
+    def _call(self, path: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], Any],
+              idempotent: bool, timeout: float | None, retry: Retry | None) -> Any:
+        if not self._started:
+            self._started = True
+            self._cluster.start()
+        return self._executor.call(
+            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry
+        )
+
+    # ------------------------------------------------------------------ cluster I/O hooks
+    def _probe(self, member: Member) -> Header:
+        header: Header = self._executor.probe(member)
+        return header
+
+    def _fetch_members(self) -> MemberList:
+        return self.member_list()
+
+    def _member_removed(self, member: Member) -> None:
+        self._transport.forget(member.url)
+
+    # ------------------------------------------------------------------ KV: reads
+    def range(
+        self,
+        key: str | bytes,
+        range_end: str | bytes | None = None,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        revision: int | None = None,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        sort_order: str | kv_proto.SortOrder | None = None,
+        sort_target: str | kv_proto.SortTarget | None = None,
+        min_mod_revision: int | None = None,
+        max_mod_revision: int | None = None,
+        min_create_revision: int | None = None,
+        max_create_revision: int | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> RangeResponse:
+        """Read ``key``, or ``[key, range_end)``, or every key starting with ``key`` (prefix).
+
+        ``count`` in the result is the number of keys in the range, ``more`` tells whether
+        ``limit`` cut ``kvs``. ``revision`` reads the past (CompactedRevision if compacted,
+        FutureRevision if ahead). Linearizable unless ``serializable``. Retried on any member.
+        """
+        wire, end = self._ks.span(key, range_end, check_bool(prefix, "prefix"))
+        options = RangeOptions(
+            limit=check_int(limit, "limit"),
+            revision=_opt_revision(revision, "revision"),
+            sort_order=0 if sort_order is None else kv_proto.sort_order(sort_order),
+            sort_target=0 if sort_target is None else kv_proto.sort_target(sort_target),
+            serializable=check_bool(serializable, "serializable"),
+            keys_only=check_bool(keys_only, "keys_only"),
+            count_only=check_bool(count_only, "count_only"),
+            min_mod_revision=_opt_revision(min_mod_revision, "min_mod_revision"),
+            max_mod_revision=_opt_revision(max_mod_revision, "max_mod_revision"),
+            min_create_revision=_opt_revision(min_create_revision, "min_create_revision"),
+            max_create_revision=_opt_revision(max_create_revision, "max_create_revision"),
+        )
+        body = kv_proto.range_body(wire, end, options)
+        result: RangeResponse = self._call(
+            kv_proto.RANGE, body, self._parse_range, True, timeout, retry
+        )
+        return result
+
+    def get(
+        self,
+        key: str | bytes,
+        *,
+        revision: int | None = None,
+        serializable: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> KeyValue | None:
+        """The KeyValue of ``key``, or None if it does not exist (at ``revision``)."""
+        body: dict[str, Any] = {"key": kv_proto.b64(self._ks.key(key))}
+        if revision is not None:
+            body["revision"] = _opt_revision(revision, "revision")
+        if check_bool(serializable, "serializable"):
+            body["serializable"] = True
+        response: RangeResponse = self._call(
+            kv_proto.RANGE, body, self._parse_range, True, timeout, retry
+        )
+        return response.kvs[0] if response.kvs else None
+
+    def get_prefix(self, prefix: str | bytes, **options: Any) -> list[KeyValue]:
+        """Every key starting with ``prefix`` (same options as :meth:`range`), as a list."""
+        return list(self.range(prefix, prefix=True, **options).kvs)
+
+    def iter_prefix(
+        self,
+        prefix: str | bytes,
+        *,
+        page_size: int = 1000,
+        keys_only: bool = False,
+        revision: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[KeyValue]:
+        """Iterate a (huge) prefix in key order, ``page_size`` keys per request.
+
+        All pages are read at the revision of the first page (or ``revision``), so the
+        iteration is one consistent snapshot even while others write; if that revision is
+        compacted mid-way, CompactedRevision is raised.
+        """
+        if check_int(page_size, "page_size", minimum=1) < 1:
+            raise InvalidArgument("page_size must be >= 1")
+        start, end = self._ks.span(prefix, None, True)
+        at = _opt_revision(revision, "revision")
+        while True:
+            options = RangeOptions(
+                limit=page_size, revision=at, keys_only=check_bool(keys_only, "keys_only")
+            )
+            body = kv_proto.range_body(start, end, options)
+            page: RangeResponse = self._call(
+                kv_proto.RANGE, body, self._parse_range, True, timeout, None
+            )
+            if not at:
+                at = page.header.revision
+            yield from page.kvs
+            if not page.more or not page.kvs:
+                return
+            start = self._ks.prefix + page.kvs[-1].key + b"\0"
+
+    # ------------------------------------------------------------------ KV: writes
+    def put(
+        self,
+        key: str | bytes,
+        value: str | bytes,
+        *,
+        lease: object = None,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> PutResponse:
+        """Set ``key`` to ``value`` (attached to ``lease``, an id or a Lease, if given).
+
+        Not idempotent: retried only when the request surely never reached etcd; otherwise
+        a lost answer raises OutcomeUnknown.
+        """
+        body = kv_proto.put_body(
+            self._ks.key(key),
+            b"" if ignore_value and value is None else to_bytes(value, "value"),
+            lease=lease_id(lease),
+            prev_kv=check_bool(prev_kv, "prev_kv"),
+            ignore_value=check_bool(ignore_value, "ignore_value"),
+            ignore_lease=check_bool(ignore_lease, "ignore_lease"),
+        )
+        result: PutResponse = self._call(kv_proto.PUT, body, self._parse_put, False, timeout, retry)
+        return result
+
+    def delete(
+        self,
+        key: str | bytes,
+        *,
+        prefix: bool = False,
+        range_end: str | bytes | None = None,
+        prev_kv: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> DeleteResponse:
+        """Delete ``key`` (or a range / prefix). ``deleted`` counts the removed keys."""
+        wire, end = self._ks.span(key, range_end, check_bool(prefix, "prefix"))
+        body = kv_proto.delete_body(wire, end, prev_kv=check_bool(prev_kv, "prev_kv"))
+        result: DeleteResponse = self._call(
+            kv_proto.DELETE, body, self._parse_delete, False, timeout, retry
+        )
+        return result
+
+    def delete_prefix(self, prefix: str | bytes, **options: Any) -> DeleteResponse:
+        """Delete every key starting with ``prefix``."""
+        return self.delete(prefix, prefix=True, **options)
+
+    def txn(
+        self,
+        compare: Sequence[Comparison] = (),
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> TxnResponse:
+        """Run a transaction: if every ``compare`` holds, ``success`` ops, else ``failure``.
+
+        A failed compare is not an error (``succeeded`` is False). A txn with writes is not
+        idempotent (OutcomeUnknown if its answer is lost); one with only reads is retried.
+        """
+        compare, success, failure = check_txn(compare, success, failure)
+        body = txn_body(compare, success, failure, self._ks)
+        read_only = all(_is_read_only(op) for op in (*success, *failure))
+        result: TxnResponse = self._call(
+            kv_proto.TXN, body, self._parse_txn, read_only, timeout, retry
+        )
+        return result
+
+    def put_if_absent(
+        self, key: str | bytes, value: str | bytes, *, lease: object = None,
+        timeout: float | None = None,
+    ) -> bool:
+        """Create ``key`` only if it does not exist. True if this call created it."""
+        response = self.txn(
+            [Compare.create_revision(key) == 0],
+            [Op.put(key, value, lease=lease)],
+            timeout=timeout,
+        )
+        return response.succeeded
+
+    def replace(
+        self, key: str | bytes, old: str | bytes, new: str | bytes, *, timeout: float | None = None
+    ) -> bool:
+        """Set ``key`` to ``new`` only if its value is ``old``. True if replaced."""
+        response = self.txn([Compare.value(key) == old], [Op.put(key, new)], timeout=timeout)
+        return response.succeeded
+
+    def compact(
+        self, revision: int, *, physical: bool = False, timeout: float | None = None
+    ) -> Header:
+        """Discard history before ``revision``. CompactedRevision if already compacted there."""
+        body = kv_proto.compact_body(
+            check_int(revision, "revision", minimum=1), physical=check_bool(physical, "physical")
+        )
+        header: Header = self._call(
+            kv_proto.COMPACT, body, lambda o: kv_proto.parse_header(o.get("header")), False,
+            timeout, None,
+        )
+        return header
+
+    # ------------------------------------------------------------------ cluster / maintenance
+    def status(self, *, timeout: float | None = None) -> Status:
+        """The status of the member that answered (its id is ``header.member_id``)."""
+        result: Status = self._call(
+            cluster_proto.STATUS, {}, cluster_proto.parse_status, True, timeout, None
+        )
+        return result
+
+    def member_list(self, *, timeout: float | None = None) -> MemberList:
+        """The cluster's members as the answering member knows them."""
+        result: MemberList = self._call(
+            cluster_proto.MEMBER_LIST, {}, cluster_proto.parse_member_list, True, timeout, None
+        )
+        return result
+
+    def sync_members(self) -> list[Member]:
+        """Refresh the client's members from the cluster now; returns them."""
+        return self._cluster.sync()
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The member URLs the client currently uses."""
+        return [m.url for m in self._cluster.members]
+
+    def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet[..., Any]:
+        """Run ``func`` in a greenlet owned by this client (killed by :meth:`close`)."""
+        return self._group.spawn(func, *args)
+
+
+def _is_read_only(op: TxnOp) -> bool:
+    from geetcd.txn import OpGet, OpTxn
+
+    if isinstance(op, OpGet):
+        return True
+    if isinstance(op, OpTxn):
+        return all(_is_read_only(o) for o in (*op.success, *op.failure))
+    return False
+

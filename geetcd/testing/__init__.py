@@ -1,0 +1,17 @@
+"""Real-etcd test harness for geetcd: binary lookup, process control and a pytest plugin.
+
+``from geetcd.testing import EtcdCluster`` starts throwaway etcd clusters on free loopback
+ports; :mod:`geetcd.testing.plugin` provides the pytest fixtures. Importing this package starts
+nothing, imports neither gevent nor the geetcd client and patches nothing.
+"""
+
+from geetcd.testing.binary import EtcdBinaryNotFound, find_etcd_binary
+from geetcd.testing.server import EtcdCluster, EtcdMember, free_port
+
+__all__ = [
+    "EtcdBinaryNotFound",
+    "EtcdCluster",
+    "EtcdMember",
+    "find_etcd_binary",
+    "free_port",
+]

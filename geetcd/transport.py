@@ -1,0 +1,400 @@
+"""The only module that touches sockets: one bounded urllib3 pool per member, cooperative.
+
+Cooperative without monkey patching: connections open ``gevent.socket`` sockets (and TLS
+through a ``gevent.ssl`` context), pools queue with ``gevent.queue.LifoQueue`` and
+``block=True``, so a greenlet waiting for a connection or an answer never blocks the hub,
+whether or not the program called ``gevent.monkey.patch_all()``.
+
+Every urllib3/socket/ssl exception is translated here, once, into a :mod:`geetcd.errors`
+class with the original chained as ``__cause__``:
+
+* could not connect (refused, unreachable, connect timeout, DNS)  -> ConnectionFailed
+* sent, then no answer within the read timeout                    -> ResponseTimeout
+* sent, then the connection broke                                 -> ConnectionLost
+* TLS handshake or verification failed                            -> TLSError
+* no pooled connection free before the deadline                   -> PoolTimeout
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as _stdlib_socket
+import ssl as _stdlib_ssl
+from collections.abc import Mapping
+from typing import Any, Final
+
+import gevent
+import gevent.queue
+import gevent.socket
+import gevent.ssl
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    EmptyPoolError,
+    HTTPError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.response import BaseHTTPResponse
+
+from geetcd.config import TLS
+from geetcd.errors import (
+    ConnectionFailed,
+    ConnectionLost,
+    EtcdError,
+    InvalidArgument,
+    PoolTimeout,
+    ResponseTimeout,
+    TLSError,
+)
+
+__all__ = ["RawResponse", "Stream", "Transport", "parse_endpoint"]
+
+log = logging.getLogger("geetcd.transport")
+
+_JSON_HEADERS: Final = {
+    "Content-Type": "application/json",
+    "Grpc-Metadata-hasleader": "true",
+}
+
+
+def _cooperative_socket(conn: HTTPConnection) -> _stdlib_socket.socket:
+    """Open the connection's socket with gevent, mapping errors as urllib3 does."""
+    try:
+        sock = gevent.socket.create_connection(
+            (conn._dns_host, conn.port),  # noqa: SLF001 - documented urllib3 hook
+            conn.timeout,  # type: ignore[arg-type]
+            source_address=conn.source_address,
+        )
+    except gevent.socket.gaierror as exc:
+        raise NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError as exc:
+        raise ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        ) from exc
+    except OSError as exc:
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
+    for option in conn.socket_options or ():
+        sock.setsockopt(*option)
+    return sock  # type: ignore[no-any-return]
+
+
+class CooperativeHTTPConnection(HTTPConnection):
+    """An urllib3 connection whose socket is a gevent socket (cooperative when unpatched)."""
+
+    def _new_conn(self) -> _stdlib_socket.socket:
+        return _cooperative_socket(self)
+
+
+class CooperativeHTTPSConnection(HTTPSConnection):
+    """The TLS twin of CooperativeHTTPConnection (TLS itself goes through a gevent.ssl context)."""
+
+    def _new_conn(self) -> _stdlib_socket.socket:
+        return _cooperative_socket(self)
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = CooperativeHTTPConnection
+    QueueCls = gevent.queue.LifoQueue
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = CooperativeHTTPSConnection
+    QueueCls = gevent.queue.LifoQueue
+
+
+def parse_endpoint(url: str) -> tuple[str, str, int]:
+    """Split ``http(s)://host:port`` into (scheme, host, port); InvalidArgument otherwise."""
+    if not isinstance(url, str):
+        raise InvalidArgument(f"endpoint must be a str URL, got {type(url).__name__}")
+    parsed = urllib3.util.parse_url(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidArgument(f"endpoint must look like http://host:port, got {url!r}")
+    if parsed.path not in (None, "", "/"):
+        raise InvalidArgument(f"endpoint must not have a path, got {url!r}")
+    port = parsed.port or (2379 if parsed.scheme == "http" else 2379)
+    host = parsed.host.strip("[]")
+    return parsed.scheme, host, port
+
+
+def make_ssl_context(tls: TLS) -> _stdlib_ssl.SSLContext:
+    """A gevent.ssl client context from a TLS value object (verification on unless disabled)."""
+    ctx = gevent.ssl.SSLContext(_stdlib_ssl.PROTOCOL_TLS_CLIENT)
+    if tls.verify:
+        ctx.check_hostname = True
+        ctx.verify_mode = _stdlib_ssl.CERT_REQUIRED
+        if tls.ca_file:
+            ctx.load_verify_locations(cafile=tls.ca_file)
+        else:
+            ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = _stdlib_ssl.CERT_NONE
+    if tls.cert_file:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
+
+
+class RawResponse:
+    """Status and body bytes of one finished unary call."""
+
+    __slots__ = ("data", "status")
+
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status = status
+        self.data = data
+
+
+def translate(exc: BaseException, url: str, what: str) -> EtcdError:
+    """Map one urllib3/socket/ssl exception to a geetcd error (returned, never raised)."""
+    if isinstance(exc, SSLError) or isinstance(exc, _stdlib_ssl.SSLError):
+        return TLSError(f"TLS with {url} failed during {what}: {exc}", member=url)
+    if isinstance(exc, (NewConnectionError, ConnectTimeoutError, NameResolutionError)):
+        inner = exc.__context__ if isinstance(exc.__context__, _stdlib_ssl.SSLError) else None
+        if inner is not None:
+            return TLSError(f"TLS with {url} failed: {inner}", member=url)
+        return ConnectionFailed(f"cannot connect to {url} for {what}: {exc}", member=url)
+    if isinstance(exc, ReadTimeoutError):
+        return ResponseTimeout(f"no answer from {url} to {what} in time", member=url)
+    if isinstance(exc, EmptyPoolError):
+        return PoolTimeout(f"no free connection to {url} for {what} before the deadline", member=url)
+    if isinstance(exc, (ProtocolError, HTTPError, OSError)):
+        return ConnectionLost(f"connection to {url} broke during {what}: {exc}", member=url)
+    return ConnectionLost(f"unexpected failure talking to {url} during {what}: {exc!r}", member=url)
+
+
+class Stream:
+    """An open streaming response (watch, keepalive). Owned by one reader greenlet.
+
+    ``read_chunk()`` returns the next bytes as they arrive (b"" at the end). ``abort()`` may be
+    called from another greenlet: it shuts the socket down so the reader wakes with
+    ConnectionLost. ``close()`` (reader side, or after abort) closes the connection before
+    releasing it, so a live stream never goes back into the pool.
+    """
+
+    __slots__ = ("_closed", "_response", "status", "url")
+
+    def __init__(self, url: str, response: BaseHTTPResponse) -> None:
+        self.url = url
+        self._response = response
+        self.status = response.status
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Stream {self.url} status={self.status} {state}>"
+
+    def read_chunk(self, size: int = 65536) -> bytes:
+        """Bytes as soon as any arrive; b"" at the clean end. Raises a geetcd error on failure."""
+        try:
+            return self._response.read1(size)
+        except (HTTPError, OSError, ValueError) as exc:
+            raise translate(exc, self.url, "stream read") from exc
+
+    def read_all(self) -> bytes:
+        """The whole remaining body (for error answers)."""
+        try:
+            return self._response.read()
+        except (HTTPError, OSError, ValueError) as exc:
+            raise translate(exc, self.url, "stream read") from exc
+
+    def abort(self) -> None:
+        """Wake a reader blocked in read_chunk() (from another greenlet). Never raises."""
+        try:
+            self._response.shutdown()
+        except (RuntimeError, OSError, AttributeError):
+            pass  # already released or closed: nothing to wake
+
+    def close(self) -> None:
+        """Close the connection, then release it to the pool. Idempotent; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._response.close()
+        except (RuntimeError, OSError, HTTPError):
+            log.debug("error closing stream to %s", self.url, exc_info=True)
+        try:
+            self._response.release_conn()
+        except (RuntimeError, OSError, HTTPError):
+            log.debug("error releasing stream connection to %s", self.url, exc_info=True)
+
+
+class Transport:
+    """One pool per endpoint URL; every request of a client goes through here.
+
+    Pools are created on first use (construction does no I/O), hold at most ``maxsize``
+    connections and make callers wait (cooperatively) for a free one. Streams use their own
+    pool per endpoint, so long-lived watches never starve unary calls of connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        maxsize: int = 64,
+        stream_maxsize: int = 100_000,
+        tls: TLS | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise InvalidArgument(f"maxsize must be an int >= 1, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.stream_maxsize = stream_maxsize
+        self.tls = tls
+        self._ssl_context = make_ssl_context(tls) if tls is not None else None
+        self.headers: dict[str, str] = {**_JSON_HEADERS, **(extra_headers or {})}
+        self._pools: dict[str, HTTPConnectionPool] = {}
+        self._stream_pools: dict[str, HTTPConnectionPool] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Transport pools={len(self._pools)} maxsize={self.maxsize} tls={self.tls is not None}>"
+
+    def _new_pool(self, url: str, maxsize: int) -> HTTPConnectionPool:
+        scheme, host, port = parse_endpoint(url)
+        if scheme == "https":
+            tls = self.tls or TLS()
+            if self._ssl_context is None:
+                self._ssl_context = make_ssl_context(tls)
+            return _TLSPool(
+                host,
+                port,
+                maxsize=maxsize,
+                block=True,
+                retries=False,
+                ssl_context=self._ssl_context,
+                server_hostname=tls.server_hostname,
+                assert_hostname=tls.server_hostname if tls.verify else False,
+            )
+        return _Pool(host, port, maxsize=maxsize, block=True, retries=False)
+
+    def pool(self, url: str) -> HTTPConnectionPool:
+        """The unary pool for ``url`` (created on first use)."""
+        pool = self._pools.get(url)
+        if pool is None:
+            pool = self._pools[url] = self._new_pool(url, self.maxsize)
+        return pool
+
+    def pool_usage(self, url: str) -> tuple[int, int]:
+        """(connections in use, maxsize) of the unary pool for ``url``; (0, maxsize) if none."""
+        pool = self._pools.get(url)
+        if pool is None or pool.pool is None:
+            return 0, self.maxsize
+        return self.maxsize - pool.pool.qsize() if self.maxsize else 0, self.maxsize
+
+    def request(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        headers: Mapping[str, str] | None = None,
+        what: str = "",
+    ) -> RawResponse:
+        """Send one request and read the whole answer, within ``connect + read`` timeouts.
+
+        Returns the status and body for any HTTP answer (errors included); raises only the
+        translated transport errors listed in the module docstring, or DeadlineExceeded.
+        """
+        if self._closed:
+            raise ConnectionFailed("client is closed", member=url)
+        pool = self.pool(url)
+        timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        timer = gevent.Timeout(connect_timeout + read_timeout + 0.25)
+        timer.start()
+        try:
+            response = pool.urlopen(
+                method,
+                path,
+                body=body,
+                headers=headers or self.headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=timeout,
+                pool_timeout=read_timeout,
+                preload_content=True,
+                decode_content=False,
+            )
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise  # somebody else's timeout: not ours to translate
+            raise ResponseTimeout(f"{what or path} to {url}: answer incomplete in time", member=url) from exc
+        except (HTTPError, OSError, _stdlib_ssl.SSLError) as exc:
+            raise translate(exc, url, what or path) from exc
+        finally:
+            timer.close()
+        return RawResponse(response.status, response.data)
+
+    def open_stream(
+        self,
+        url: str,
+        path: str,
+        body: bytes,
+        *,
+        connect_timeout: float,
+        first_byte_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Stream:
+        """Send a streaming request; return once the status line arrived.
+
+        After the headers, reads have no timeout: the stream owner decides liveness (a hung
+        member sends nothing and resets nothing) and aborts the stream itself.
+        """
+        if self._closed:
+            raise ConnectionFailed("client is closed", member=url)
+        pool = self._stream_pools.get(url)
+        if pool is None:
+            pool = self._stream_pools[url] = self._new_pool(url, self.stream_maxsize)
+        timeout = urllib3.Timeout(connect=connect_timeout, read=first_byte_timeout)
+        timer = gevent.Timeout(connect_timeout + first_byte_timeout + 0.25)
+        timer.start()
+        try:
+            response = pool.urlopen(
+                "POST",
+                path,
+                body=body,
+                headers=headers or self.headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=timeout,
+                pool_timeout=connect_timeout,
+                preload_content=False,
+                decode_content=False,
+                release_conn=False,
+            )
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise ResponseTimeout(f"stream {path} to {url}: no answer in time", member=url) from exc
+        except (HTTPError, OSError, _stdlib_ssl.SSLError) as exc:
+            raise translate(exc, url, path) from exc
+        finally:
+            timer.close()
+        # From now on only the stream owner's liveness logic bounds reads.
+        sock: Any = getattr(getattr(response, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(None)
+        return Stream(url, response)
+
+    def forget(self, url: str) -> None:
+        """Close and drop the pools of an endpoint that left the cluster. Never raises."""
+        for pools in (self._pools, self._stream_pools):
+            pool = pools.pop(url, None)
+            if pool is not None:
+                pool.close()
+
+    def close(self) -> None:
+        """Close every pool; later requests raise ConnectionFailed. Idempotent."""
+        self._closed = True
+        for url in list(self._pools) + list(self._stream_pools):
+            self.forget(url)
