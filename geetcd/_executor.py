@@ -87,6 +87,11 @@ class Executor:
         self._prefix_fixed = api_prefix is not None
         self.auth: Authenticator | None = None
 
+    def headers(self, deadline: float) -> Mapping[str, str] | None:
+        """Request headers for one attempt: the auth token when auth is configured, else None
+        (the transport's defaults). Streams (watch, keepalive) must use this too."""
+        return self.auth.headers(self, deadline) if self.auth is not None else None
+
     def deadline(self, timeout: float | None) -> float:
         """The monotonic deadline for a call with per-call ``timeout`` (client default if None)."""
         if timeout is None:

@@ -110,6 +110,8 @@ class Client:
         )
         self._closed = False
         self._started = False
+        # Called (in order, errors logged) by close() before background greenlets are killed.
+        self._on_close: list[Callable[[], None]] = []
         self._parse_range = partial(kv_proto.parse_range, ks=self._ks)
         self._parse_put = partial(kv_proto.parse_put, ks=self._ks)
         self._parse_delete = partial(kv_proto.parse_delete, ks=self._ks)
@@ -134,6 +136,11 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        for hook in self._on_close:
+            try:
+                hook()
+            except Exception:
+                log.exception("error while closing %r; continuing", hook)
         self._cluster.close()
         self._group.kill(timeout=timeout, block=True)
         self._transport.close()
@@ -410,6 +417,16 @@ class Client:
     def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet[..., Any]:
         """Run ``func`` in a greenlet owned by this client (killed by :meth:`close`)."""
         return self._group.spawn(func, *args)
+
+
+    # ------------------------------------------------------------------ watch API
+    # (section owned by geetcd/watch.py: methods here only delegate to it)
+
+    # ------------------------------------------------------------------ lease API
+    # (section owned by geetcd/lease.py: methods here only delegate to it)
+
+    # ------------------------------------------------------------------ auth API
+    # (section owned by geetcd/auth.py: methods here only delegate to it)
 
 
 def _is_read_only(op: TxnOp) -> bool:
