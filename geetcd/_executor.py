@@ -181,6 +181,7 @@ class Executor:
                     payload,
                     connect_timeout=min(self.connect_timeout, remaining),
                     read_timeout=min(self.attempt_timeout, remaining),
+                    pool_timeout=remaining,
                     headers=sent_headers,
                     what=path,
                 )

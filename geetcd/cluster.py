@@ -8,8 +8,9 @@ One :class:`ClusterState` per client serves every unary call, watch stream and k
 * :meth:`ClusterState.mark_failed` benches a member (state DOWN) for a jittered, growing
   delay; a background prober greenlet probes benched members back (a serializable
   count-only range sent with ``Grpc-Metadata-hasleader``), never a user request.
-* A member that passed a probe is SUSPECT (used when no HEALTHY member is left); its next
-  successful call makes it HEALTHY again.
+* A member that passes a probe (a real KV request answered with a leader) is HEALTHY again.
+  Members that auto-sync discovers start SUSPECT: usable only when no HEALTHY member is left,
+  probed at once, then HEALTHY or DOWN.
 * Optional auto-sync refreshes the member list from ``/v3/cluster/member/list``: at start,
   every ``sync_interval`` seconds, and soon after a member fails. A list from another
   cluster id is refused (logged as an error, members unchanged).
@@ -46,7 +47,8 @@ _monotonic = time.monotonic
 
 
 class MemberState(enum.Enum):
-    """HEALTHY: in use. SUSPECT: passed a probe, not yet a call. DOWN: benched, being probed."""
+    """HEALTHY: in use. SUSPECT: not yet verified (new member), probed at once, used only as
+    a last resort. DOWN: benched after a failure, probed back with growing, jittered delays."""
 
     HEALTHY = "healthy"
     SUSPECT = "suspect"
@@ -308,7 +310,7 @@ class ClusterState:
 
     def _probe_loop(self) -> None:
         while not self._closed:
-            down = [m for m in self.members if m.state is MemberState.DOWN]
+            down = [m for m in self.members if m.state is not MemberState.HEALTHY]
             if not down:
                 return
             now = self._clock()
@@ -328,9 +330,11 @@ class ClusterState:
             member.failures += 1
             member.benched_until = self._clock() + self._bench_backoff.compute(member.failures)
             log.debug("probe of %s failed: %s", member.url, exc)
+            if member.state is MemberState.SUSPECT:
+                self._transition(member, MemberState.DOWN, exc)
             return
-        if member.state is MemberState.DOWN:
-            self._transition(member, MemberState.SUSPECT, None)
+        member.failures = 0
+        self._transition(member, MemberState.HEALTHY, None)
 
     def _check_cluster_id(self, cluster_id: int, url: str) -> None:
         if not cluster_id:
@@ -410,11 +414,13 @@ class ClusterState:
             return
         existing = {m.url: m for m in self.members}
         new_members: list[Member] = []
+        added = False
         for url, (member_id, name) in wanted.items():
             member = existing.pop(url, None)
             if member is None:
                 member = Member(url, member_id=member_id, name=name)
                 member.state = MemberState.SUSPECT
+                added = True
                 log.info("etcd member %s (%s) joined the client's view", url, name)
             else:
                 member.id, member.name = member_id, name
@@ -426,6 +432,8 @@ class ClusterState:
                 self._current = None
             if self._on_member_removed is not None:
                 self._on_member_removed(gone)
+        if added:
+            self._ensure_prober()
         self._wake()
 
     def close(self) -> None:

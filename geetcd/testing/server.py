@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType, TracebackType
 from typing import Any
 
-from geetcd.testing.binary import find_etcd_binary
+from geetcd.testing.binary import EtcdBinaryNotFound, find_etcd_binary
 
 __all__ = ["EtcdCluster", "EtcdMember", "free_port"]
 
@@ -117,7 +117,16 @@ def _cleanup_at_exit() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _forget_in_child() -> None:
+    # A forked child (not exec'd) must never stop its parent's members from its own atexit.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _live_processes.clear()
+    _temp_roots.clear()
+
+
 atexit.register(_cleanup_at_exit)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 # --------------------------------------------------------------------------------------------
@@ -885,8 +894,8 @@ class EtcdCluster:
             self._started = True
             return self
         binary = self._binary or find_etcd_binary()
-        if self._binary is not None and not os.access(binary, os.X_OK):
-            raise FileNotFoundError(f"etcd binary {binary!r} is not an executable file")
+        if self._binary is not None and not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            raise EtcdBinaryNotFound(f"etcd binary {binary!r} is not an executable file")
         if self.data_root is not None:
             os.makedirs(self.data_root, exist_ok=True)
             self._root = self.data_root
@@ -1060,7 +1069,10 @@ class EtcdCluster:
             _sleep(_POLL_INTERVAL)
 
     def followers(self) -> list[EtcdMember]:
-        """All members except :meth:`leader`, in member order (whatever their state)."""
+        """All members except :meth:`leader`, in member order (whatever their state).
+
+        Raises :class:`RuntimeError` like :meth:`leader` when there is no leader for 10 s.
+        """
         leader = self.leader()
         return [m for m in self.members if m is not leader]
 

@@ -1,0 +1,440 @@
+"""Load-test etcd with locust: :class:`EtcdUser` and its reporting client.
+
+    from locust import task
+    from geetcd.locust import EtcdUser
+
+    class KV(EtcdUser):
+        @task
+        def put_get(self) -> None:
+            self.client.put("k", "v")           # one locust request: type "put", name "put"
+            self.client.get("k", name="get k")  # type "get", name "get k"
+
+Run it with ``locust -f file.py --host http://127.0.0.1:2379[,http://...]``. Every call on
+``self.client`` fires exactly one locust ``request`` event (``request_type`` is the operation,
+``name`` the ``name=`` keyword or else the operation, ``response_time`` in milliseconds,
+``response_length`` the bytes of values read plus values written, ``exception`` the error or
+None) and then returns the result or re-raises the error: a failed call is counted by locust
+*and* seen by the task. Watch deliveries are reported too (request type ``"watch"``, their
+put-to-delivery latency) when the writer stamps its values with :func:`stamp_value`.
+
+Importing this module imports locust, which monkey-patches the process (``gevent.monkey``):
+the geetcd core never imports it. Under the ``locust`` command the patching happens before
+the locustfile is loaded. When locust is used as a library, ``import locust`` before anything
+that imports urllib3 or ssl (geetcd included).
+
+Each user builds its own :class:`geetcd.Client` in ``__init__`` (after ``--processes``
+forked, never at import) and closes it in ``on_stop``; subclasses that override ``on_stop``
+must call ``super().on_stop()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from locust import User
+from locust.env import Environment
+from locust.exception import StopTest
+
+import geetcd
+from geetcd.models import (
+    DeleteResponse,
+    Event,
+    EventType,
+    KeyValue,
+    MemberList,
+    PutResponse,
+    RangeResponse,
+    Status,
+    TxnResponse,
+)
+from geetcd.txn import Comparison, TxnOp
+
+__all__ = [
+    "EtcdUser",
+    "LocustEtcdClient",
+    "WATCH",
+    "WatchReporter",
+    "read_stamp",
+    "stamp_value",
+]
+
+log = logging.getLogger("geetcd.locust")
+
+WATCH = "watch"
+"""The request type of reported watch deliveries."""
+
+_STAMP_HEAD = b"ts="
+_STAMP_END = b";"
+
+
+def stamp_value(size: int = 0, *, now: float | None = None) -> bytes:
+    """A value that carries the wall-clock time it was made, padded with ``x`` to ``size`` bytes.
+
+    The layout is ``ts=<time.time() with 6 decimals>;xxxx...``; the value is never shorter
+    than the stamp itself (about 21 bytes). Watchers turn it back into a delivery latency
+    with :func:`read_stamp` (writer and watcher share the machine's clock).
+    """
+    stamp = b"%s%.6f%s" % (_STAMP_HEAD, time.time() if now is None else now, _STAMP_END)
+    return stamp + b"x" * max(0, size - len(stamp))
+
+
+def read_stamp(value: bytes) -> float | None:
+    """The time stamped into ``value`` by :func:`stamp_value`, or None if it carries none."""
+    if not value.startswith(_STAMP_HEAD):
+        return None
+    end = value.find(_STAMP_END, len(_STAMP_HEAD))
+    if end < 0:
+        return None
+    try:
+        return float(value[len(_STAMP_HEAD) : end])
+    except ValueError:
+        return None
+
+
+class _Watch(Protocol):
+    """What :meth:`LocustEtcdClient.watch` needs from ``geetcd.Client.watch``'s handle."""
+
+    def __iter__(self) -> Iterator[Event]: ...
+
+    def cancel(self) -> None: ...
+
+
+def _values_length(result: object) -> int:
+    """Bytes of values carried by a result (reads); 0 for results without values."""
+    if isinstance(result, KeyValue):
+        return len(result.value)
+    if isinstance(result, RangeResponse):
+        return sum(len(kv.value) for kv in result.kvs)
+    if isinstance(result, TxnResponse):
+        return sum(_values_length(r) for r in result.responses)
+    if isinstance(result, (list, tuple)):
+        return sum(len(kv.value) for kv in result if isinstance(kv, KeyValue))
+    return 0
+
+
+def _ops_length(ops: Sequence[TxnOp]) -> int:
+    total = 0
+    for op in ops:
+        value = getattr(op, "value", None)
+        if isinstance(value, bytes):
+            total += len(value)
+    return total
+
+
+def _sent_length(value: str | bytes) -> int:
+    return len(value.encode() if isinstance(value, str) else value)
+
+
+class WatchReporter:
+    """A watch whose deliveries are reported to locust; made by :meth:`LocustEtcdClient.watch`.
+
+    A greenlet of the client iterates the watch. Every PUT event whose value carries a stamp
+    (:func:`stamp_value`) fires one request event of type ``"watch"`` whose response time is
+    the put-to-delivery latency. Other events (deletes, values without a stamp) are counted in
+    ``unstamped`` and not reported. If the watch raises, the error is reported once as a
+    failed ``"watch"`` request and the reporter ends (``error`` holds it); ``on_event`` (if
+    given) sees every event, after it was reported, in the reader greenlet.
+    """
+
+    def __init__(
+        self,
+        client: LocustEtcdClient,
+        watch: _Watch,
+        name: str,
+        on_event: Callable[[Event], None] | None,
+    ) -> None:
+        self.watch = watch
+        self.name = name
+        self.delivered = 0
+        self.unstamped = 0
+        self.error: Exception | None = None
+        self._client = client
+        self._on_event = on_event
+        self._greenlet = client.raw.spawn(self._run)
+
+    def __repr__(self) -> str:
+        state = "ended" if self._greenlet.dead else "running"
+        return (
+            f"<WatchReporter {self.name!r} delivered={self.delivered} "
+            f"unstamped={self.unstamped} {state}>"
+        )
+
+    def _run(self) -> None:
+        try:
+            for event in self.watch:
+                self._deliver(event)
+        except Exception as exc:  # noqa: BLE001 - reported to locust, logged, kept in .error
+            self.error = exc
+            self._client.report(WATCH, self.name, 0.0, exception=exc)
+            log.warning("watch %r ended with %s: %s", self.name, type(exc).__name__, exc)
+
+    def _deliver(self, event: Event) -> None:
+        now = time.time()
+        stamp = read_stamp(event.kv.value) if event.type is EventType.PUT else None
+        if stamp is None:
+            self.unstamped += 1
+        else:
+            self.delivered += 1
+            latency_ms = max(0.0, (now - stamp) * 1000.0)
+            self._client.report(WATCH, self.name, latency_ms, len(event.kv.value))
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def cancel(self) -> None:
+        """Cancel the watch and end the reader greenlet; waits at most 5 s. Never raises."""
+        try:
+            self.watch.cancel()
+        except Exception:
+            log.exception("cancelling watch %r failed; killing its reader", self.name)
+        self._greenlet.kill(block=True, timeout=5.0)
+
+
+class LocustEtcdClient:
+    """A :class:`geetcd.Client` wrapper that reports every call to locust (``EtcdUser.client``).
+
+    Each method takes the arguments of the geetcd method of the same name plus ``name=``
+    (the label shown in locust's statistics; default: the operation), fires one ``request``
+    event and returns the geetcd result or re-raises its error (``Exception`` subclasses;
+    ``gevent.Timeout`` and ``GreenletExit`` pass through unreported). Methods of
+    :class:`geetcd.Client` that have no wrapper here (``lease`` and later additions) are
+    reached through attribute access and reported the same way, with the method's name as
+    the request type. ``raw`` is the wrapped client, for calls that must not be reported.
+    """
+
+    def __init__(self, client: geetcd.Client, environment: Environment) -> None:
+        self.raw = client
+        self.environment = environment
+        self._fire: Callable[..., Any] = environment.events.request.fire
+        self._watches: list[WatchReporter] = []
+
+    def __repr__(self) -> str:
+        return f"<LocustEtcdClient {self.raw!r}>"
+
+    # ------------------------------------------------------------------ reporting
+    def report(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int = 0,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Fire one locust request event (for custom measurements such as CAS conflicts).
+
+        ``response_time`` is in milliseconds. Never raises unless a locust listener does.
+        """
+        self._fire(
+            request_type=request_type,
+            name=name,
+            response_time=response_time,
+            response_length=response_length,
+            exception=exception,
+            context={},
+        )
+
+    def call(
+        self,
+        request_type: str,
+        name: str | None,
+        func: Callable[..., Any],
+        *args: Any,
+        sent: int = 0,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``func(*args, **kwargs)``, report it as one request and return its result.
+
+        The response length is ``sent`` plus the bytes of values in the result. An
+        ``Exception`` is reported as the request's failure and re-raised unchanged.
+        """
+        label = request_type if name is None else name
+        start = time.perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            self.report(request_type, label, (time.perf_counter() - start) * 1000.0, sent, exc)
+            raise
+        elapsed = (time.perf_counter() - start) * 1000.0
+        self.report(request_type, label, elapsed, sent + _values_length(result))
+        return result
+
+    def __getattr__(self, attr: str) -> Callable[..., Any]:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        target = getattr(self.raw, attr)
+        if not callable(target):
+            return target  # type: ignore[no-any-return]
+
+        def reported(*args: Any, name: str | None = None, **kwargs: Any) -> Any:
+            return self.call(attr, name, target, *args, **kwargs)
+
+        reported.__name__ = attr
+        reported.__doc__ = getattr(target, "__doc__", None)
+        return reported
+
+    # ------------------------------------------------------------------ KV
+    def get(self, key: str | bytes, *, name: str | None = None, **options: Any) -> KeyValue | None:
+        """:meth:`geetcd.Client.get`, reported as ``"get"``."""
+        result: KeyValue | None = self.call("get", name, self.raw.get, key, **options)
+        return result
+
+    def range(
+        self,
+        key: str | bytes,
+        range_end: str | bytes | None = None,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> RangeResponse:
+        """:meth:`geetcd.Client.range`, reported as ``"range"``."""
+        result: RangeResponse = self.call("range", name, self.raw.range, key, range_end, **options)
+        return result
+
+    def get_prefix(
+        self, prefix: str | bytes, *, name: str | None = None, **options: Any
+    ) -> list[KeyValue]:
+        """:meth:`geetcd.Client.get_prefix`, reported as ``"get_prefix"``."""
+        result: list[KeyValue] = self.call(
+            "get_prefix", name, self.raw.get_prefix, prefix, **options
+        )
+        return result
+
+    def put(
+        self, key: str | bytes, value: str | bytes, *, name: str | None = None, **options: Any
+    ) -> PutResponse:
+        """:meth:`geetcd.Client.put`, reported as ``"put"`` (length: the value's bytes)."""
+        result: PutResponse = self.call(
+            "put", name, self.raw.put, key, value, sent=_sent_length(value), **options
+        )
+        return result
+
+    def delete(
+        self, key: str | bytes, *, name: str | None = None, **options: Any
+    ) -> DeleteResponse:
+        """:meth:`geetcd.Client.delete`, reported as ``"delete"``."""
+        result: DeleteResponse = self.call("delete", name, self.raw.delete, key, **options)
+        return result
+
+    def delete_prefix(
+        self, prefix: str | bytes, *, name: str | None = None, **options: Any
+    ) -> DeleteResponse:
+        """:meth:`geetcd.Client.delete_prefix`, reported as ``"delete_prefix"``."""
+        result: DeleteResponse = self.call(
+            "delete_prefix", name, self.raw.delete_prefix, prefix, **options
+        )
+        return result
+
+    def txn(
+        self,
+        compare: Sequence[Comparison] = (),
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> TxnResponse:
+        """:meth:`geetcd.Client.txn`, reported as ``"txn"`` (a failed compare is a success)."""
+        sent = max(_ops_length(success), _ops_length(failure))
+        result: TxnResponse = self.call(
+            "txn", name, self.raw.txn, compare, success, failure, sent=sent, **options
+        )
+        return result
+
+    def put_if_absent(
+        self, key: str | bytes, value: str | bytes, *, name: str | None = None, **options: Any
+    ) -> bool:
+        """:meth:`geetcd.Client.put_if_absent`, reported as ``"put_if_absent"``."""
+        result: bool = self.call(
+            "put_if_absent",
+            name,
+            self.raw.put_if_absent,
+            key,
+            value,
+            sent=_sent_length(value),
+            **options,
+        )
+        return result
+
+    def replace(
+        self,
+        key: str | bytes,
+        old: str | bytes,
+        new: str | bytes,
+        *,
+        name: str | None = None,
+        **options: Any,
+    ) -> bool:
+        """:meth:`geetcd.Client.replace`, reported as ``"replace"``."""
+        result: bool = self.call(
+            "replace", name, self.raw.replace, key, old, new, sent=_sent_length(new), **options
+        )
+        return result
+
+    def status(self, *, name: str | None = None, **options: Any) -> Status:
+        """:meth:`geetcd.Client.status`, reported as ``"status"``."""
+        result: Status = self.call("status", name, self.raw.status, **options)
+        return result
+
+    def member_list(self, *, name: str | None = None, **options: Any) -> MemberList:
+        """:meth:`geetcd.Client.member_list`, reported as ``"member_list"``."""
+        result: MemberList = self.call("member_list", name, self.raw.member_list, **options)
+        return result
+
+    # ------------------------------------------------------------------ watch
+    def watch(
+        self,
+        key: str | bytes,
+        *,
+        name: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        **options: Any,
+    ) -> WatchReporter:
+        """Open ``geetcd.Client.watch(key, **options)`` and report its deliveries.
+
+        Opening is reported as request type ``"watch_open"``; each stamped delivery as
+        ``"watch"`` (see :class:`WatchReporter`), both under ``name`` (default ``"watch"``).
+        The watch is cancelled by :meth:`close` (``EtcdUser.on_stop``).
+        """
+        label = WATCH if name is None else name
+        handle: _Watch = self.call("watch_open", label, self.raw.watch, key, **options)
+        reporter = WatchReporter(self, handle, label, on_event)
+        self._watches.append(reporter)
+        return reporter
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Cancel the watches opened here, then close the geetcd client. Never raises."""
+        watches, self._watches = self._watches, []
+        for reporter in watches:
+            reporter.cancel()
+        self.raw.close()
+
+
+class EtcdUser(User):
+    """An abstract locust user with ``self.client``, a :class:`LocustEtcdClient`.
+
+    Endpoints come from the user's ``host`` (locust's ``--host``): one URL or several,
+    comma-separated. ``client_options`` are passed to :class:`geetcd.Client` (for example
+    ``{"namespace": "/bench/", "timeout": 5.0}``). The client is built in ``__init__`` (no
+    I/O until the first call) and closed in :meth:`on_stop`. Raises locust's ``StopTest``
+    when no host is given.
+    """
+
+    abstract = True
+    client_options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        host = self.host or environment.host
+        if not host:
+            raise StopTest(
+                "EtcdUser needs etcd endpoints: pass --host http://127.0.0.1:2379 (several "
+                "members comma-separated) or set the host attribute of the User class."
+            )
+        self.client = LocustEtcdClient(geetcd.Client(host, **self.client_options), environment)
+
+    def on_stop(self) -> None:
+        """Close the client (cancels its watches, kills its greenlets). Never raises."""
+        self.client.close()
