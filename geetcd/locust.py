@@ -57,6 +57,8 @@ __all__ = [
     "LocustEtcdClient",
     "WATCH",
     "WatchReporter",
+    "is_coordinator",
+    "parsed_options",
     "read_stamp",
     "stamp_value",
 ]
@@ -92,6 +94,27 @@ def read_stamp(value: bytes) -> float | None:
         return float(value[len(_STAMP_HEAD) : end])
     except ValueError:
         return None
+
+
+def parsed_options(environment: Environment) -> Any:
+    """locust's parsed command line (custom options included); RuntimeError when absent.
+
+    It is absent only when locust runs as a library without options.
+    """
+    options = environment.parsed_options
+    if options is None:
+        raise RuntimeError("no parsed options: run this locustfile with the locust command")
+    return options
+
+
+def is_coordinator(environment: Environment) -> bool:
+    """True in the process that runs a test once: the local runner or the master.
+
+    False on workers (``--processes``, ``--worker``), where per-test setup must not run again.
+    """
+    from locust.runners import WorkerRunner
+
+    return not isinstance(environment.runner, WorkerRunner)
 
 
 class _Watch(Protocol):
@@ -417,7 +440,7 @@ class EtcdUser(User):
 
     Endpoints come from the user's ``host`` (locust's ``--host``): one URL or several,
     comma-separated. ``client_options`` are passed to :class:`geetcd.Client` (for example
-    ``{"namespace": "/bench/", "timeout": 5.0}``). The client is built in ``__init__`` (no
+    ``{"namespace": "/bench/", "timeout": 5.0}``; or override :meth:`client_kwargs`). The client is built in ``__init__`` (no
     I/O until the first call) and closed in :meth:`on_stop`. Raises locust's ``StopTest``
     when no host is given.
     """
@@ -433,7 +456,15 @@ class EtcdUser(User):
                 "EtcdUser needs etcd endpoints: pass --host http://127.0.0.1:2379 (several "
                 "members comma-separated) or set the host attribute of the User class."
             )
-        self.client = LocustEtcdClient(geetcd.Client(host, **self.client_options), environment)
+        self.client = LocustEtcdClient(geetcd.Client(host, **self.client_kwargs()), environment)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`geetcd.Client` (default: ``client_options``).
+
+        Called once from ``__init__``; override it to derive options from locust's parsed
+        command line (``self.environment.parsed_options``).
+        """
+        return dict(self.client_options)
 
     def on_stop(self) -> None:
         """Close the client (cancels its watches, kills its greenlets). Never raises."""

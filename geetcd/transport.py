@@ -38,9 +38,9 @@ from urllib3.exceptions import (
     NewConnectionError,
     ProtocolError,
     ReadTimeoutError,
-    SSLError,
 )
 from urllib3.response import BaseHTTPResponse
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from geetcd.config import TLS
 from geetcd.errors import (
@@ -123,46 +123,87 @@ def parse_endpoint(url: str) -> tuple[str, str, int]:
 
 
 def make_ssl_context(tls: TLS) -> _stdlib_ssl.SSLContext:
-    """A gevent.ssl client context from a TLS value object (verification on unless disabled)."""
+    """A gevent.ssl client context (TLS >= 1.2) from a TLS value object.
+
+    Verification is on unless ``tls.verify`` is False: ``tls.ca_file`` or else the system trust
+    store. Raises TLSError naming the file when a CA, certificate or key cannot be loaded.
+    """
     ctx = gevent.ssl.SSLContext(_stdlib_ssl.PROTOCOL_TLS_CLIENT)
-    if tls.verify:
-        ctx.check_hostname = True
-        ctx.verify_mode = _stdlib_ssl.CERT_REQUIRED
-        if tls.ca_file:
+    ctx.minimum_version = _stdlib_ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = tls.verify
+    ctx.verify_mode = _stdlib_ssl.CERT_REQUIRED if tls.verify else _stdlib_ssl.CERT_NONE
+    source = tls.ca_file or "the system trust store"
+    try:
+        if tls.verify and tls.ca_file:
             ctx.load_verify_locations(cafile=tls.ca_file)
-        else:
+        elif tls.verify:
             ctx.load_default_certs()
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = _stdlib_ssl.CERT_NONE
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.cert_file:
+            source = f"{tls.cert_file} / {tls.key_file or '(key in the same file)'}"
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise TLSError(f"cannot load TLS material from {source}: {exc}") from exc
     return ctx
 
 
 class RawResponse:
-    """Status and body bytes of one finished unary call."""
+    """Status, body bytes and headers (case-insensitive when filled by Transport) of one call."""
 
-    __slots__ = ("data", "status")
+    __slots__ = ("data", "headers", "status")
 
-    def __init__(self, status: int, data: bytes) -> None:
+    def __init__(self, status: int, data: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.status = status
         self.data = data
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
 
 
 def translate(exc: BaseException, url: str, what: str) -> EtcdError:
-    """Map one urllib3/socket/ssl exception to a geetcd error (returned, never raised)."""
-    if isinstance(exc, SSLError) or isinstance(exc, _stdlib_ssl.SSLError):
-        return TLSError(f"TLS with {url} failed during {what}: {exc}", member=url)
-    if isinstance(exc, (NewConnectionError, ConnectTimeoutError, NameResolutionError)):
-        inner = exc.__context__ if isinstance(exc.__context__, _stdlib_ssl.SSLError) else None
-        if inner is not None:
-            return TLSError(f"TLS with {url} failed: {inner}", member=url)
-        return ConnectionFailed(f"cannot connect to {url} for {what}: {exc}", member=url)
+    """Map one urllib3/socket/ssl exception to a geetcd error (returned, never raised).
+
+    An ssl error is looked for wherever urllib3 wrapped it (SSLError, ProtocolError,
+    NewConnectionError, ``__cause__``/``__context__``) and becomes a TLSError naming the member
+    and the reason: server certificate not trusted, host name mismatch, client certificate
+    refused by the server, or no TLS on the other side. A TLS connection that merely closed
+    (EOF, reset) is a member failure (ConnectionLost, transient), not a TLSError.
+    """
     if isinstance(exc, ReadTimeoutError):
         return ResponseTimeout(f"no answer from {url} to {what} in time", member=url)
     if isinstance(exc, EmptyPoolError):
-        return PoolTimeout(f"no free connection to {url} for {what} before the deadline", member=url)
+        message = f"no free connection to {url} for {what} before the deadline"
+        return PoolTimeout(message, member=url)
+    chain: list[BaseException] = [exc]
+    for err in chain:  # breadth-first over the wrapped errors (the list grows while iterated)
+        if isinstance(err, (_stdlib_ssl.SSLError, CertificateError)):
+            break
+        links = (*err.args, err.__cause__, err.__context__)
+        chain.extend(e for e in links if isinstance(e, BaseException) and e not in chain)
+        if len(chain) > 8:
+            break
+    else:
+        err = None
+    if isinstance(err, (_stdlib_ssl.SSLEOFError, _stdlib_ssl.SSLZeroReturnError)):
+        return ConnectionLost(f"TLS connection to {url} closed during {what}: {err}", member=url)
+    if isinstance(err, (_stdlib_ssl.SSLError, CertificateError)):
+        text = f"{getattr(err, 'reason', '')} {err}".upper()
+        if "MISMATCH" in text or "DOESN'T MATCH" in text:
+            why = "server certificate does not match the host name (see TLS.server_hostname)"
+        elif "VERIFY_FAILED" in text and ("ISSUER" in text or "SELF" in text):
+            why = "server certificate signed by an unknown CA (give TLS(ca_file=...))"
+        elif "VERIFY_FAILED" in text:
+            why = "server certificate rejected"
+        elif "ALERT" in text and ("CERTIFICATE" in text or "UNKNOWN_CA" in text):
+            why = (
+                "the server refused the client certificate: none was given or its CA is not "
+                "the server's --trusted-ca-file (etcd --client-cert-auth needs "
+                "TLS(cert_file=..., key_file=...))"
+            )
+        elif "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER" in text:
+            why = "the member does not speak TLS (an http:// endpoint?)"
+        else:
+            why = "handshake failed"
+        return TLSError(f"TLS with {url} failed during {what}: {why}: {err}", member=url)
+    if isinstance(exc, (NewConnectionError, ConnectTimeoutError, NameResolutionError)):
+        return ConnectionFailed(f"cannot connect to {url} for {what}: {exc}", member=url)
     if isinstance(exc, (ProtocolError, HTTPError, OSError)):
         return ConnectionLost(f"connection to {url} broke during {what}: {exc}", member=url)
     return ConnectionLost(f"unexpected failure talking to {url} during {what}: {exc!r}", member=url)
@@ -336,19 +377,21 @@ class Transport:
             )
         except (HTTPError, OSError, _stdlib_ssl.SSLError) as exc:
             raise translate(exc, url, what or path) from exc
-        return RawResponse(response.status, response.data)
+        return RawResponse(response.status, response.data, response.headers)
 
     def open_stream(
         self,
         url: str,
         path: str,
-        body: bytes,
+        body: bytes | None,
         *,
         connect_timeout: float,
         first_byte_timeout: float,
         headers: Mapping[str, str] | None = None,
+        method: str = "POST",
     ) -> Stream:
-        """Send a streaming request; return once the status line arrived.
+        """Send a streaming request (``method``, POST by default); return once the status line
+        arrived.
 
         After the headers, reads have no timeout: the stream owner decides liveness (a hung
         member sends nothing and resets nothing) and aborts the stream itself.
@@ -363,7 +406,7 @@ class Transport:
         timer.start()
         try:
             response = pool.urlopen(
-                "POST",
+                method,
                 path,
                 body=body,
                 headers=headers or self.headers,

@@ -16,28 +16,38 @@ from geetcd.errors import CompactedRevision, EtcdError, error_from_status
 __all__ = ["error_from_body", "error_from_object"]
 
 
+def _code(value: object) -> int | None:
+    """An integer status/code field, or None when it is missing or not an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (str, float)):
+        try:
+            return int(value)
+        except (ValueError, OverflowError):  # "abc", NaN, 1e400
+            return None
+    return None
+
+
 def error_from_object(
     obj: dict[str, Any], http_status: int | None, member: str | None
 ) -> EtcdError | None:
     """The exception for a decoded error object of either shape, or None if it is not one."""
     err = obj.get("error")
     if isinstance(err, dict):
-        code = err.get("grpc_code")
-        status = err.get("http_code", http_status)
+        status = _code(err.get("http_code"))
         message = str(err.get("message", ""))
         return error_from_status(
-            int(status) if status is not None else None,
-            int(code) if code is not None else None,
+            status if status is not None else http_status,
+            _code(err.get("grpc_code")),
             message,
             member=member,
         )
     if err is None and "code" not in obj:
         return None
-    code = obj.get("code")
     message = str(obj.get("message") or err or "")
-    return error_from_status(
-        http_status, int(code) if code is not None else None, message, member=member
-    )
+    return error_from_status(http_status, _code(obj.get("code")), message, member=member)
 
 
 def error_from_body(http_status: int, body: bytes, member: str | None = None) -> EtcdError:

@@ -65,8 +65,9 @@ def make_pki(directory: Path) -> Pki:
 
     ip_cert = ca.issue_cert(IP_NAME)
     dns_cert = ca.issue_cert(DNS_NAME)
-    client = ca.issue_cert(common_name="root")
-    rogue = other.issue_cert(common_name="root")
+    # A SAN is needed: trustme marks the (then empty) SAN extension critical and Go refuses it.
+    client = ca.issue_cert("client.geetcd.test", common_name="root")
+    rogue = other.issue_cert("client.geetcd.test", common_name="root")
     ip_pem, ip_key = write_pair(ip_cert, "server-ip")
     dns_pem, dns_key = write_pair(dns_cert, "server-dns")
     client_pem, client_key = write_pair(client, "client")

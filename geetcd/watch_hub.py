@@ -1,0 +1,501 @@
+"""The watch hub: one reader greenlet per server stream, resume, liveness, coalescing.
+
+The gateway gives one watch per HTTP connection and cancels only by closing it
+(ETCD-PROTOCOL.md §3.4), so every :class:`ServerStream` owns one connection at a time and
+one reader greenlet (spawned in the client's group). The reader:
+
+* opens ``/v3/watch`` on a member from the shared cluster state, waits for ``created``;
+* parses each message once and hands every ``(revision, events)`` batch to each
+  subscriber (:class:`geetcd.watch.Watch`), whose bounded buffer either takes it or
+  overflows that subscriber alone;
+* keeps the resume point ``next_revision`` = last fully delivered revision + 1 (a progress
+  notification at R moves it to R + 1);
+* on a member failure (connection lost, stream error such as "no leader", clean EOF)
+  benches the member and re-creates the watch on another one from ``next_revision``,
+  so no event is lost or repeated and order is kept;
+* on a compaction or any other server cancel ends every subscriber with the error.
+
+One supervisor greenlet per hub handles liveness: a stream silent for ``liveness`` seconds
+gets its member probed (one probe per member, not per stream); a member that fails the
+probe, or that the cluster state already marks DOWN, loses its streams (aborted, then
+resumed elsewhere by their readers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.event
+
+from geetcd.cluster import Member, MemberState
+from geetcd.config import ExponentialBackoff
+from geetcd.errors import (
+    AuthError,
+    ClusterUnavailable,
+    ConnectionLost,
+    EtcdError,
+    InvalidAuthToken,
+    PermissionDenied,
+)
+from geetcd.models import WatchResponse
+from geetcd.protocol.codec import encode_json
+from geetcd.protocol.errors import error_from_body
+from geetcd.protocol.watch import (
+    WATCH,
+    WatchBatch,
+    WatchDecoder,
+    cancel_error,
+    create_body,
+    group_by_revision,
+)
+from geetcd.transport import Stream
+
+if TYPE_CHECKING:
+    from geetcd.client import Client
+    from geetcd.watch import Watch
+
+__all__ = ["ServerStream", "WatchHub", "WatchSpec"]
+
+log = logging.getLogger("geetcd.watch")
+_monotonic = time.monotonic
+_RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
+_PROBE_TIMEOUT = 1.0
+# A stream whose member the cluster state already marks DOWN is moved after this much
+# silence, without waiting for the full liveness bound.
+_DOWN_SILENCE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSpec:
+    """What a server stream watches; equal specs without a start revision share a stream."""
+
+    key: bytes
+    range_end: bytes | None
+    prev_kv: bool
+    filters: tuple[str, ...]
+    progress_notify: bool
+
+    def body(self, start_revision: int) -> bytes:
+        """The request body creating this watch from ``start_revision`` (0: from now)."""
+        return encode_json(
+            create_body(
+                self.key,
+                self.range_end,
+                start_revision=start_revision,
+                prev_kv=self.prev_kv,
+                filters=self.filters,
+                progress_notify=self.progress_notify,
+            )
+        )
+
+
+class _Stop(Exception):
+    """Internal: the stream was stopped while the reader was between steps."""
+
+
+class ServerStream:
+    """One watch on the server, shared by every subscriber with the same spec.
+
+    ``next_revision`` is the resume point (0 until the first ``created`` of a watch from
+    "now"); ``created`` is set once the server acknowledged the watch for the first time,
+    or when the stream failed before that (``error`` then says why).
+    """
+
+    __slots__ = (
+        "_auth_retried",
+        "_failures",
+        "connection",
+        "created",
+        "done",
+        "error",
+        "ever_created",
+        "greenlet",
+        "hub",
+        "last_activity",
+        "last_error",
+        "liveness",
+        "member",
+        "next_revision",
+        "reconnects",
+        "shared",
+        "spec",
+        "subscribers",
+    )
+
+    def __init__(
+        self, hub: WatchHub, spec: WatchSpec, start_revision: int, liveness: float, shared: bool
+    ) -> None:
+        self.hub = hub
+        self.spec = spec
+        self.shared = shared
+        self.liveness = liveness
+        self.next_revision = start_revision
+        self.subscribers: dict[Watch, None] = {}
+        self.created = gevent.event.Event()
+        self.ever_created = False
+        self.done = False
+        self.error: BaseException | None = None
+        self.last_error: BaseException | None = None
+        self.member: Member | None = None
+        self.connection: Stream | None = None
+        self.last_activity = _monotonic()
+        self.greenlet: gevent.Greenlet[[], None] | None = None
+        self.reconnects = 0
+        self._failures = 0
+        self._auth_retried = False
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "open" if self.connection is not None else "connecting"
+        where = self.member.url if self.member is not None else "-"
+        return (
+            f"<ServerStream key={self.spec.key!r} next_revision={self.next_revision} {state} "
+            f"member={where} subscribers={len(self.subscribers)} reconnects={self.reconnects}>"
+        )
+
+    # ------------------------------------------------------------------ subscribers
+    def attach(self, sub: Watch) -> None:
+        """Add a subscriber; it receives every batch dispatched from now on."""
+        self.subscribers[sub] = None
+        sub._joined(self, max(0, self.next_revision - 1))  # noqa: SLF001 - friend class
+
+    def detach(self, sub: Watch) -> None:
+        """Remove a subscriber; the last one leaving stops the stream (closes the connection)."""
+        self.subscribers.pop(sub, None)
+        if not self.subscribers:
+            self.stop()
+
+    def stop(self) -> None:
+        """End the stream: the connection is closed (never released alive), the reader ends.
+
+        Called from another greenlet, waits (at most 2 s) until the connection is closed, so
+        the server's watcher is gone when this returns. Never raises.
+        """
+        if self.done:
+            return
+        self.done = True
+        self.hub._forget(self)  # noqa: SLF001
+        reader = self.greenlet
+        current = gevent.getcurrent()
+        if reader is None or reader is current or reader.dead:
+            return
+        connection = self.connection
+        if connection is not None:
+            connection.abort()
+        reader.kill(block=current is not gevent.get_hub(), timeout=2.0)
+
+    def abort_connection(self, reason: BaseException) -> None:
+        """Drop the current connection (from the supervisor); the reader resumes elsewhere."""
+        connection = self.connection
+        if connection is not None and not self.done:
+            self.last_error = reason
+            connection.abort()
+
+    def _fail(self, error: BaseException) -> None:
+        """End every subscriber with ``error`` (terminal)."""
+        self.error = error
+        self.done = True
+        subscribers = list(self.subscribers)
+        self.subscribers.clear()
+        for sub in subscribers:
+            sub._finish(error)  # noqa: SLF001
+        self.created.set()
+
+    # ------------------------------------------------------------------ reader greenlet
+    def run(self) -> None:
+        """The reader greenlet's body. Never raises: errors end the subscribers."""
+        try:
+            self._loop()
+        except EtcdError as exc:
+            if not self.done:
+                log.debug("watch %r ended: %s", self.spec.key, exc)
+            self._fail(exc)
+        except _Stop:
+            pass
+        except Exception as exc:
+            log.exception("watch stream %r failed unexpectedly", self.spec.key)
+            self._fail(exc)
+        finally:
+            connection, self.connection = self.connection, None
+            if connection is not None:
+                connection.close()
+            self.done = True
+            self.hub._forget(self)  # noqa: SLF001
+
+    def _loop(self) -> None:
+        client = self.hub.client
+        executor = client._executor  # noqa: SLF001
+        cluster = client._cluster  # noqa: SLF001
+        avoid: list[Member] = []
+        while not self.done:
+            if self._failures > 1:
+                gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures - 1))
+                if self.done:
+                    return
+            member = self._pick(avoid)
+            deadline = _monotonic() + executor.timeout
+            try:
+                headers = executor.headers(deadline)
+            except EtcdError as exc:
+                if not exc.transient:
+                    raise
+                self.last_error = exc
+                self._failures += 1
+                continue
+            started = _monotonic()
+            try:
+                connection = client._transport.open_stream(  # noqa: SLF001
+                    member.url,
+                    executor.api_prefix + WATCH,
+                    self.spec.body(self.next_revision),
+                    connect_timeout=executor.connect_timeout,
+                    first_byte_timeout=executor.attempt_timeout,
+                    headers=headers,
+                )
+            except EtcdError as exc:
+                if not exc.transient:
+                    raise
+                self._member_failed(member, exc)
+                avoid = [member]
+                continue
+            self.member = member
+            self.connection = connection
+            self.last_activity = _monotonic()
+            try:
+                if connection.status != 200:
+                    raise error_from_body(connection.status, connection.read_all(), member.url)
+                self._read(connection, member, started)
+                error: EtcdError = ConnectionLost(
+                    f"watch stream from {member.url} ended", member=member.url
+                )
+            except EtcdError as exc:
+                error = exc
+            finally:
+                self.connection = None
+                connection.close()
+            if self.done:
+                return
+            if (
+                isinstance(error, (InvalidAuthToken, PermissionDenied, AuthError))
+                and executor.auth is not None
+                and not self._auth_retried
+            ):
+                self._auth_retried = True
+                executor.auth.invalidate(headers)
+                log.info("watch %r refused (%s); re-authenticating once", self.spec.key, error)
+                continue
+            if not error.transient:
+                raise error
+            self._member_failed(member, error)
+            avoid = [member]
+
+    def _pick(self, avoid: list[Member]) -> Member:
+        client = self.hub.client
+        while True:
+            if self.done or client.closed:
+                raise _Stop
+            deadline = _monotonic() + client._executor.timeout  # noqa: SLF001
+            try:
+                return client._cluster.pick(deadline, avoid)  # noqa: SLF001
+            except ClusterUnavailable as exc:
+                self.last_error = exc
+                if self.done or client.closed:
+                    raise _Stop from exc
+                log.warning("watch %r: no etcd member available, still trying: %s",
+                            self.spec.key, exc)
+                self._failures += 1
+                gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures))
+
+    def _member_failed(self, member: Member, error: EtcdError) -> None:
+        self.last_error = error
+        self._failures += 1
+        self.reconnects += 1
+        self.hub.client._cluster.mark_failed(member, error)  # noqa: SLF001
+        log.info(
+            "watch %r: stream on %s failed (%s); resuming from revision %d elsewhere",
+            self.spec.key, member.url, error, self.next_revision,
+        )
+
+    def _read(self, connection: Stream, member: Member, started: float) -> None:
+        """Read messages until EOF (returns) or an error (raised as an EtcdError)."""
+        decoder = WatchDecoder(self.hub.client._ks, member.url)  # noqa: SLF001
+        read = connection.read_chunk
+        while True:
+            chunk = read()
+            if self.done:
+                return
+            self.last_activity = _monotonic()
+            items = decoder.feed(chunk) if chunk else decoder.end()
+            for item in items:
+                if isinstance(item, EtcdError):
+                    raise item
+                self._handle(item, member, started)
+                if self.done:
+                    return
+            if not chunk:
+                return
+
+    def _handle(self, response: WatchResponse, member: Member, started: float) -> None:
+        if response.canceled:
+            raise cancel_error(response, member.url)
+        if response.created:
+            self._on_created(response, member, started)
+            return
+        if response.events:
+            for batch in group_by_revision(response.events):
+                if batch.revision < self.next_revision:
+                    continue  # already delivered (defensive: a resume never replays them)
+                self._dispatch(batch)
+                self.next_revision = batch.revision + 1
+            return
+        revision = response.header.revision
+        if self.ever_created and revision >= self.next_revision:
+            self.next_revision = revision + 1
+            if self.spec.progress_notify:
+                self._dispatch(WatchBatch(revision, ()))
+
+    def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
+        self._failures = 0
+        self._auth_retried = False
+        self.hub.client._cluster.mark_success(member, _monotonic() - started)  # noqa: SLF001
+        if self.ever_created:
+            return
+        if not self.next_revision:
+            self.next_revision = response.header.revision + 1
+        self.ever_created = True
+        for sub in self.subscribers:
+            sub._created(self.next_revision - 1)  # noqa: SLF001
+        self.created.set()
+
+    def _dispatch(self, batch: WatchBatch) -> None:
+        overflowed: list[Watch] | None = None
+        for sub in self.subscribers:
+            if not sub._deliver(batch):  # noqa: SLF001
+                if overflowed is None:
+                    overflowed = []
+                overflowed.append(sub)
+        if overflowed:
+            for sub in overflowed:
+                self.subscribers.pop(sub, None)
+            if not self.subscribers:
+                self.stop()
+
+
+class WatchHub:
+    """All watch streams of one client: coalescing table, liveness supervisor, close."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.shared: dict[WatchSpec, ServerStream] = {}
+        self.streams: set[ServerStream] = set()
+        self.closed = False
+        self._supervisor: gevent.Greenlet[[], None] | None = None
+        self._probing: set[Member] = set()
+        self._probe_ok: dict[str, float] = {}
+        client._on_close.append(self.close)  # noqa: SLF001
+
+    def __repr__(self) -> str:
+        return f"<WatchHub streams={len(self.streams)} shared={len(self.shared)}>"
+
+    def subscribe(
+        self, spec: WatchSpec, sub: Watch, start_revision: int | None, liveness: float
+    ) -> ServerStream:
+        """Attach ``sub`` to the shared stream of ``spec`` (or a new one); returns the stream.
+
+        A watch with an explicit ``start_revision`` always gets a stream of its own.
+        """
+        client = self.client
+        if not client._started:  # noqa: SLF001
+            client._started = True  # noqa: SLF001
+            client._cluster.start()  # noqa: SLF001
+        stream = self.shared.get(spec) if start_revision is None else None
+        if stream is None or stream.done:
+            shared = start_revision is None
+            stream = ServerStream(self, spec, start_revision or 0, liveness, shared)
+            if shared:
+                self.shared[spec] = stream
+            self.streams.add(stream)
+            stream.attach(sub)
+            stream.greenlet = client.spawn(stream.run)
+        else:
+            stream.liveness = min(stream.liveness, liveness)
+            stream.attach(sub)
+        if self._supervisor is None or self._supervisor.dead:
+            self._supervisor = client.spawn(self._supervise)
+        return stream
+
+    def _forget(self, stream: ServerStream) -> None:
+        self.streams.discard(stream)
+        if stream.shared and self.shared.get(stream.spec) is stream:
+            del self.shared[stream.spec]
+
+    def close(self) -> None:
+        """End every watch: iterators stop, connections close. Never raises."""
+        self.closed = True
+        for stream in list(self.streams):
+            subscribers = list(stream.subscribers)
+            stream.subscribers.clear()
+            for sub in subscribers:
+                sub._closed_by_client()  # noqa: SLF001
+            stream.done = True
+            connection = stream.connection
+            if connection is not None:
+                connection.abort()
+            if stream.greenlet is not None:
+                stream.greenlet.kill(block=False)
+        self.streams.clear()
+        self.shared.clear()
+
+    # ------------------------------------------------------------------ liveness
+    def _supervise(self) -> None:
+        """Probe the members of silent streams; move streams off failed members."""
+        while self.streams and not self.closed:
+            period = min(s.liveness for s in self.streams) / 4
+            gevent.sleep(min(1.0, max(0.05, period)))
+            self.check_liveness()
+
+    def check_liveness(self) -> None:
+        """One supervisor pass (no I/O here: probes run in their own greenlets)."""
+        now = _monotonic()
+        silent: dict[Member, list[ServerStream]] = {}
+        for stream in list(self.streams):
+            member = stream.member
+            if stream.connection is None or member is None or stream.done:
+                continue
+            quiet = now - max(stream.last_activity, self._probe_ok.get(member.url, 0.0))
+            down = member.state is MemberState.DOWN
+            if quiet >= stream.liveness or (down and quiet >= min(_DOWN_SILENCE, stream.liveness)):
+                silent.setdefault(member, []).append(stream)
+        for member in silent:
+            if member.state is MemberState.DOWN:
+                self._evacuate(member, member.last_error)
+            elif member not in self._probing:
+                self._probing.add(member)
+                self.client.spawn(self._probe, member)
+
+    def _probe(self, member: Member) -> None:
+        try:
+            self.client._executor.probe(member, timeout=_PROBE_TIMEOUT)  # noqa: SLF001
+        except EtcdError as exc:
+            log.warning("etcd member %s failed the watch liveness probe: %s", member.url, exc)
+            self.client._cluster.mark_failed(member, exc)  # noqa: SLF001
+            self._evacuate(member, exc)
+        else:
+            self._probe_ok[member.url] = _monotonic()
+        finally:
+            self._probing.discard(member)
+
+    def _evacuate(self, member: Member, reason: BaseException | None) -> None:
+        error = reason if reason is not None else ConnectionLost(
+            f"etcd member {member.url} is down", member=member.url
+        )
+        moved = 0
+        for stream in list(self.streams):
+            if stream.member is member and stream.connection is not None:
+                stream.abort_connection(error)
+                moved += 1
+        if moved:
+            log.info("moving %d watch stream(s) off %s (%s)", moved, member.url, error)
