@@ -432,9 +432,70 @@ class Client:
 
     # ------------------------------------------------------------------ lease API
     # (section owned by geetcd/lease.py: methods here only delegate to it)
+    from geetcd.lease import Lease as _Lease
+    from geetcd.lease import Session as _Session
+    from geetcd.models import LeaseInfo as _LeaseInfo
+
+    def lease(
+        self,
+        ttl: int,
+        *,
+        id: int | None = None,
+        keepalive: bool = False,
+        timeout: float | None = None,
+    ) -> _Lease:
+        """Grant a lease of ``ttl`` seconds (int >= 1; etcd raises it to its 2 s minimum) and
+        return it as a :class:`geetcd.Lease` (kept alive at once if ``keepalive``).
+
+        InvalidArgument before sending for a bad ttl; LeaseTTLTooLarge (over ~9e9 s) and
+        LeaseExists (``id`` taken) come from etcd. Not idempotent: OutcomeUnknown if the
+        answer is lost, except with an explicit ``id`` (then the lease's existence is
+        checked and the grant resent if needed; see geetcd.lease.grant).
+        """
+        from geetcd import lease as _lease_mod
+
+        return _lease_mod.grant(self, ttl, id, keepalive=keepalive, timeout=timeout)
+
+    def session(self, ttl: int = 10, *, timeout: float | None = None) -> _Session:
+        """A :class:`geetcd.Session`: a lease of ``ttl`` seconds kept alive until
+        ``session.close()`` or :meth:`close` (then revoked, best effort)."""
+        from geetcd import lease as _lease_mod
+
+        return _lease_mod.Session(_lease_mod.grant(self, ttl, timeout=timeout))
+
+    def leases(self, *, timeout: float | None = None) -> list[int]:
+        """The IDs of every lease in the cluster (any order)."""
+        from geetcd import lease as _lease_mod
+
+        return _lease_mod.list_leases(self, timeout)
+
+    def revoke_lease(self, lease: object, *, timeout: float | None = None) -> None:
+        """Revoke a lease (an id or a Lease): its keys are deleted. LeaseNotFound if unknown."""
+        from geetcd import lease as _lease_mod
+
+        _lease_mod.revoke(self, lease, timeout)
+
+    def lease_time_to_live(
+        self, lease: object, keys: bool = False, *, timeout: float | None = None
+    ) -> _LeaseInfo:
+        """``LeaseInfo(id, ttl, granted_ttl, keys)`` of a lease (an id or a Lease); ``ttl``
+        is -1 when it does not exist (not an error)."""
+        from geetcd import lease as _lease_mod
+
+        return _lease_mod.time_to_live(self, lease, keys, timeout)
 
     # ------------------------------------------------------------------ auth API
     # (section owned by geetcd/auth.py: methods here only delegate to it)
+    from geetcd.auth import AuthAdmin as _AuthAdmin
+
+    @property
+    def auth(self) -> _AuthAdmin:
+        """The auth admin API (:class:`geetcd.auth.AuthAdmin`): ``enable()``, ``disable()``,
+        ``status()``, users, roles and permissions. Each of its methods is one call to etcd;
+        this property itself does no I/O."""
+        from geetcd.auth import AuthAdmin
+
+        return AuthAdmin(self)
 
 
 def _is_read_only(op: TxnOp) -> bool:

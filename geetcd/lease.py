@@ -49,7 +49,6 @@ from geetcd.errors import (
 )
 from geetcd.models import LeaseInfo
 from geetcd.protocol import lease as proto
-from geetcd.protocol.codec import decode_json, encode_json
 from geetcd.protocol.errors import error_from_body
 from geetcd.txn import lease_id as _lease_id
 
@@ -109,7 +108,7 @@ class LeaseLoss(enum.StrEnum):
 
 
 def _retry_delay(failures: int) -> float:
-    delay = min(_RETRY_CAP, _RETRY_BASE * (2 ** max(0, failures - 1)))
+    delay = min(_RETRY_CAP, _RETRY_BASE * (2.0 ** max(0, failures - 1)))
     return delay / 2 + random.uniform(0.0, delay / 2)
 
 
@@ -242,7 +241,9 @@ class Lease:
                 return answer.ttls[self.id]
             if answer.error is not None:
                 raise answer.error
-            raise MalformedResponse(f"keepalive of lease {self.id} was not answered", member=member.url)
+            raise MalformedResponse(
+                f"keepalive of lease {self.id} was not answered", member=member.url
+            )
 
         ttl: int = executor.execute(
             "POST",
@@ -298,8 +299,9 @@ class Lease:
         except LeaseNotFound:
             pass  # already gone: the goal of the revoke
         except EtcdError as exc:
-            log.warning("revoke of lease %d on exit failed (it expires in %ds): %s",
-                        self.id, self.ttl, exc)
+            log.warning(
+                "revoke of lease %d on exit failed (it expires in %ds): %s", self.id, self.ttl, exc
+            )
 
     # ------------------------------------------------------------------ internals
     def _refreshed(self, ttl: int, sent_at: float) -> None:
@@ -389,13 +391,22 @@ def _resolve_grant(
             raise unknown
         checked_at = _monotonic()
         info: LeaseInfo = executor.call(
-            proto.TIME_TO_LIVE, proto.time_to_live_body(lease_id), proto.parse_time_to_live,
-            idempotent=True, deadline=deadline,
+            proto.TIME_TO_LIVE,
+            proto.time_to_live_body(lease_id),
+            proto.parse_time_to_live,
+            idempotent=True,
+            deadline=deadline,
         )
         if info.ttl >= 0:
-            log.info("lease grant %d: answer lost, but the lease exists; taken as granted", lease_id)
+            log.info(
+                "lease grant %d: answer lost, but the lease exists; taken as granted", lease_id
+            )
             # The remaining TTL bounds the expiry from the time the question was sent.
-            return lease_id, info.granted_ttl or info.ttl, checked_at - (info.granted_ttl - info.ttl)
+            return (
+                lease_id,
+                info.granted_ttl or info.ttl,
+                checked_at - (info.granted_ttl - info.ttl),
+            )
         sent_at = _monotonic()
         try:
             _header, granted_id, granted_ttl = executor.call(
@@ -432,8 +443,11 @@ def revoke(client: Client, lease: object, timeout: float | None = None) -> None:
             if _monotonic() >= deadline:
                 raise unknown
             info: LeaseInfo = executor.call(
-                proto.TIME_TO_LIVE, proto.time_to_live_body(lease_id), proto.parse_time_to_live,
-                idempotent=True, deadline=deadline,
+                proto.TIME_TO_LIVE,
+                proto.time_to_live_body(lease_id),
+                proto.parse_time_to_live,
+                idempotent=True,
+                deadline=deadline,
             )
             if info.ttl < 0:
                 break
@@ -545,6 +559,11 @@ class KeepAlive:
             f"posts={self.stats.posts} refreshed={self.stats.refreshed} lost={self.stats.lost}>"
         )
 
+    @property
+    def closed(self) -> bool:
+        """True once the client closed this keepalive."""
+        return self._closed
+
     def __len__(self) -> int:
         return len(self._kept)
 
@@ -609,7 +628,7 @@ class KeepAlive:
             if ready:
                 for batch in _batches(ready, max(1, self.batch_size)):
                     slots.acquire()
-                    if self._closed:
+                    if self.closed:
                         slots.release()
                         return
                     self._client.spawn(self._send, batch)
@@ -734,13 +753,17 @@ class KeepAlive:
                     cluster.mark_failed(member, error)
                     tried.append(member)
                     continue
-                if isinstance(error, InvalidAuthToken) and executor.auth is not None:
-                    if not auth_retried:
-                        auth_retried = True
-                        executor.auth.invalidate(headers)
-                        continue
-                log.warning("keepalive of %d lease(s) refused by %s: %s", len(pending),
-                            member.url, error)
+                if (
+                    isinstance(error, InvalidAuthToken)
+                    and executor.auth is not None
+                    and not auth_retried
+                ):
+                    auth_retried = True
+                    executor.auth.invalidate(headers)
+                    continue
+                log.warning(
+                    "keepalive of %d lease(s) refused by %s: %s", len(pending), member.url, error
+                )
                 break
         finally:
             self._reschedule(batch, pending)
@@ -886,8 +909,12 @@ class Session:
         except LeaseNotFound:
             pass  # already gone
         except EtcdError as exc:
-            log.warning("session close: revoke of lease %d failed (it expires in %ds): %s",
-                        lease.id, lease.ttl, exc)
+            log.warning(
+                "session close: revoke of lease %d failed (it expires in %ds): %s",
+                lease.id,
+                lease.ttl,
+                exc,
+            )
             lease._set_lost(LeaseLoss.CLOSED)
 
     def _close_on_exit(self) -> None:

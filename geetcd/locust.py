@@ -29,12 +29,17 @@ must call ``super().on_stop()``.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from locust import User
+import gevent
+from locust import User, events
 from locust.env import Environment
 from locust.exception import StopTest
 
@@ -53,8 +58,11 @@ from geetcd.models import (
 from geetcd.txn import Comparison, TxnOp
 
 __all__ = [
+    "BENCH_REPORT_ENV",
     "EtcdUser",
+    "LatencyHistogram",
     "LocustEtcdClient",
+    "PROGRESS_MARK",
     "WATCH",
     "WatchReporter",
     "is_coordinator",
@@ -440,9 +448,9 @@ class EtcdUser(User):
 
     Endpoints come from the user's ``host`` (locust's ``--host``): one URL or several,
     comma-separated. ``client_options`` are passed to :class:`geetcd.Client` (for example
-    ``{"namespace": "/bench/", "timeout": 5.0}``; or override :meth:`client_kwargs`). The client is built in ``__init__`` (no
-    I/O until the first call) and closed in :meth:`on_stop`. Raises locust's ``StopTest``
-    when no host is given.
+    ``{"namespace": "/bench/", "timeout": 5.0}``), or override :meth:`client_kwargs`. The
+    client is built in ``__init__`` (no I/O until the first call) and closed in
+    :meth:`on_stop`. Raises locust's ``StopTest`` when no host is given.
     """
 
     abstract = True
@@ -469,3 +477,164 @@ class EtcdUser(User):
     def on_stop(self) -> None:
         """Close the client (cancels its watches, kills its greenlets). Never raises."""
         self.client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Precise latencies and live progress for geetcd-bench
+
+BENCH_REPORT_ENV = "GEETCD_BENCH_REPORT"
+"""When set (to a file path) in a locust process that imported this module, the coordinator
+prints a progress line every 2 s and writes a report with precise percentiles at the end."""
+
+PROGRESS_MARK = "geetcd-bench-progress "
+"""Prefix of the progress lines (followed by one JSON object) printed to stdout."""
+
+_PROGRESS_INTERVAL = 2.0
+_BUCKETS_PER_E = 100  # bucket width: 1 % of the value (locust rounds to whole ms below 100 ms)
+
+
+class LatencyHistogram:
+    """Response times in logarithmic buckets 1 % wide, mergeable across processes.
+
+    ``add(ms)`` counts one sample; ``percentile(q)`` (``q`` in 0..1) returns a value within
+    about 0.5 % of the true one (0.0 when empty). ``to_json`` / ``merge_json`` carry it
+    between locust workers and the master.
+    """
+
+    def __init__(self) -> None:
+        self.buckets: Counter[int] = Counter()
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, ms: float) -> None:
+        """Count one sample of ``ms`` milliseconds (values below 1 µs count as 1 µs)."""
+        self.buckets[round(math.log(max(ms, 0.001)) * _BUCKETS_PER_E)] += 1
+        self.count += 1
+        self.max = max(self.max, ms)
+
+    def percentile(self, q: float) -> float:
+        """The smallest bucket value with at least ``q`` of the samples at or below it."""
+        if not self.count:
+            return 0.0
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                return min(math.exp(index / _BUCKETS_PER_E), self.max)
+        return self.max
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form for :meth:`merge_json`."""
+        return {"b": {str(k): v for k, v in self.buckets.items()}, "n": self.count, "m": self.max}
+
+    def merge_json(self, data: Mapping[str, Any]) -> None:
+        """Add the samples of another histogram's :meth:`to_json`."""
+        for key, value in data["b"].items():
+            self.buckets[int(key)] += int(value)
+        self.count += int(data["n"])
+        self.max = max(self.max, float(data["m"]))
+
+
+class _BenchReporter:
+    """Collects every request in :class:`LatencyHistogram` s; on the coordinator prints progress
+    and writes the report (see :data:`BENCH_REPORT_ENV`). Workers ship their histograms to
+    the master with locust's own worker reports."""
+
+    def __init__(self, environment: Environment, path: str) -> None:
+        self.environment = environment
+        self.path = path
+        self.histograms: dict[tuple[str, str], LatencyHistogram] = {}
+        self.started = time.time()
+        self.progress: gevent.Greenlet[[], None] | None = None
+        hooks: Any = environment.events  # locust's EventHook.add_listener is untyped
+        hooks.request.add_listener(self.on_request)
+        hooks.report_to_master.add_listener(self.on_report_to_master)
+        hooks.worker_report.add_listener(self.on_worker_report)
+        hooks.test_start.add_listener(self.on_test_start)
+        hooks.test_stop.add_listener(self.on_test_stop)
+        hooks.quitting.add_listener(self.on_quitting)
+
+    def _histogram(self, key: tuple[str, str]) -> LatencyHistogram:
+        histogram = self.histograms.get(key)
+        if histogram is None:
+            histogram = self.histograms[key] = LatencyHistogram()
+        return histogram
+
+    def on_request(self, request_type: str, name: str, response_time: float, **_: Any) -> None:
+        if response_time is not None:
+            self._histogram((request_type, name)).add(float(response_time))
+
+    def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
+        data["geetcd_latency"] = [[t, n, h.to_json()] for (t, n), h in self.histograms.items()]
+        self.histograms = {}
+
+    def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
+        for request_type, name, histogram in data.get("geetcd_latency", ()):
+            self._histogram((request_type, name)).merge_json(histogram)
+
+    def on_test_start(self, environment: Environment, **_: Any) -> None:
+        self.histograms = {}
+        self.started = time.time()
+        if is_coordinator(environment) and self.progress is None:
+            self.progress = gevent.spawn(self._print_progress)
+
+    def on_test_stop(self, environment: Environment, **_: Any) -> None:
+        if self.progress is not None:
+            self.progress.kill(block=False)
+            self.progress = None
+
+    def _print_progress(self) -> None:
+        while True:
+            gevent.sleep(_PROGRESS_INTERVAL)
+            total = self.environment.stats.total
+            runner = self.environment.runner
+            line = {
+                "elapsed": round(time.time() - self.started, 1),
+                "users": runner.user_count if runner is not None else 0,
+                "requests": total.num_requests,
+                "failures": total.num_failures,
+                "rps": round(total.current_rps, 1),
+                "fail_per_s": round(total.current_fail_per_sec, 1),
+                "p50": total.get_current_response_time_percentile(0.5),
+                "p99": total.get_current_response_time_percentile(0.99),
+            }
+            print(PROGRESS_MARK + json.dumps(line), flush=True)
+
+    def on_quitting(self, environment: Environment, **_: Any) -> None:
+        if not is_coordinator(environment):
+            return
+        latency = [
+            {
+                "type": request_type,
+                "name": name,
+                "count": h.count,
+                "p50": h.percentile(0.5),
+                "p90": h.percentile(0.9),
+                "p99": h.percentile(0.99),
+                "p999": h.percentile(0.999),
+                "max": h.max,
+            }
+            for (request_type, name), h in sorted(self.histograms.items())
+        ]
+        found = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)
+        errors = [
+            {"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
+            for e in found
+        ]
+        report = {"latency_ms": latency, "errors": errors}
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+
+
+def _install_bench_reporter(environment: Environment, **_: Any) -> None:
+    path = os.environ.get(BENCH_REPORT_ENV)
+    if path:
+        _BenchReporter(environment, path)
+
+
+_events: Any = events
+_events.init.add_listener(_install_bench_reporter)

@@ -160,7 +160,7 @@ class ServerStream:
     def attach(self, sub: Watch) -> None:
         """Add a subscriber; it receives every batch dispatched from now on."""
         self.subscribers[sub] = None
-        sub._joined(self, max(0, self.next_revision - 1))  # noqa: SLF001 - friend class
+        sub._joined(self, max(0, self.next_revision - 1))
 
     def detach(self, sub: Watch) -> None:
         """Remove a subscriber; the last one leaving stops the stream (closes the connection)."""
@@ -177,7 +177,7 @@ class ServerStream:
         if self.done:
             return
         self.done = True
-        self.hub._forget(self)  # noqa: SLF001
+        self.hub._forget(self)
         reader = self.greenlet
         current = gevent.getcurrent()
         if reader is None or reader is current or reader.dead:
@@ -186,6 +186,10 @@ class ServerStream:
         if connection is not None:
             connection.abort()
         reader.kill(block=current is not gevent.get_hub(), timeout=2.0)
+
+    def stopped(self) -> bool:
+        """True once the stream was stopped or failed (re-read: other greenlets set it)."""
+        return self.done
 
     def abort_connection(self, reason: BaseException) -> None:
         """Drop the current connection (from the supervisor); the reader resumes elsewhere."""
@@ -201,7 +205,7 @@ class ServerStream:
         subscribers = list(self.subscribers)
         self.subscribers.clear()
         for sub in subscribers:
-            sub._finish(error)  # noqa: SLF001
+            sub._finish(error)
         self.created.set()
 
     # ------------------------------------------------------------------ reader greenlet
@@ -223,17 +227,16 @@ class ServerStream:
             if connection is not None:
                 connection.close()
             self.done = True
-            self.hub._forget(self)  # noqa: SLF001
+            self.hub._forget(self)
 
     def _loop(self) -> None:
         client = self.hub.client
-        executor = client._executor  # noqa: SLF001
-        cluster = client._cluster  # noqa: SLF001
+        executor = client._executor
         avoid: list[Member] = []
         while not self.done:
             if self._failures > 1:
                 gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures - 1))
-                if self.done:
+                if self.stopped():
                     return
             member = self._pick(avoid)
             deadline = _monotonic() + executor.timeout
@@ -247,7 +250,7 @@ class ServerStream:
                 continue
             started = _monotonic()
             try:
-                connection = client._transport.open_stream(  # noqa: SLF001
+                connection = client._transport.open_stream(
                     member.url,
                     executor.api_prefix + WATCH,
                     self.spec.body(self.next_revision),
@@ -276,7 +279,7 @@ class ServerStream:
             finally:
                 self.connection = None
                 connection.close()
-            if self.done:
+            if self.stopped():
                 return
             if (
                 isinstance(error, (InvalidAuthToken, PermissionDenied, AuthError))
@@ -297,15 +300,16 @@ class ServerStream:
         while True:
             if self.done or client.closed:
                 raise _Stop
-            deadline = _monotonic() + client._executor.timeout  # noqa: SLF001
+            deadline = _monotonic() + client._executor.timeout
             try:
-                return client._cluster.pick(deadline, avoid)  # noqa: SLF001
+                return client._cluster.pick(deadline, avoid)
             except ClusterUnavailable as exc:
                 self.last_error = exc
                 if self.done or client.closed:
                     raise _Stop from exc
-                log.warning("watch %r: no etcd member available, still trying: %s",
-                            self.spec.key, exc)
+                log.warning(
+                    "watch %r: no etcd member available, still trying: %s", self.spec.key, exc
+                )
                 self._failures += 1
                 gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures))
 
@@ -313,19 +317,22 @@ class ServerStream:
         self.last_error = error
         self._failures += 1
         self.reconnects += 1
-        self.hub.client._cluster.mark_failed(member, error)  # noqa: SLF001
+        self.hub.client._cluster.mark_failed(member, error)
         log.info(
             "watch %r: stream on %s failed (%s); resuming from revision %d elsewhere",
-            self.spec.key, member.url, error, self.next_revision,
+            self.spec.key,
+            member.url,
+            error,
+            self.next_revision,
         )
 
     def _read(self, connection: Stream, member: Member, started: float) -> None:
         """Read messages until EOF (returns) or an error (raised as an EtcdError)."""
-        decoder = WatchDecoder(self.hub.client._ks, member.url)  # noqa: SLF001
+        decoder = WatchDecoder(self.hub.client._ks, member.url)
         read = connection.read_chunk
         while True:
             chunk = read()
-            if self.done:
+            if self.stopped():
                 return
             self.last_activity = _monotonic()
             items = decoder.feed(chunk) if chunk else decoder.end()
@@ -333,7 +340,7 @@ class ServerStream:
                 if isinstance(item, EtcdError):
                     raise item
                 self._handle(item, member, started)
-                if self.done:
+                if self.stopped():
                     return
             if not chunk:
                 return
@@ -360,20 +367,20 @@ class ServerStream:
     def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
         self._failures = 0
         self._auth_retried = False
-        self.hub.client._cluster.mark_success(member, _monotonic() - started)  # noqa: SLF001
+        self.hub.client._cluster.mark_success(member, _monotonic() - started)
         if self.ever_created:
             return
         if not self.next_revision:
             self.next_revision = response.header.revision + 1
         self.ever_created = True
         for sub in self.subscribers:
-            sub._created(self.next_revision - 1)  # noqa: SLF001
+            sub._created(self.next_revision - 1)
         self.created.set()
 
     def _dispatch(self, batch: WatchBatch) -> None:
         overflowed: list[Watch] | None = None
         for sub in self.subscribers:
-            if not sub._deliver(batch):  # noqa: SLF001
+            if not sub._deliver(batch):
                 if overflowed is None:
                     overflowed = []
                 overflowed.append(sub)
@@ -395,7 +402,7 @@ class WatchHub:
         self._supervisor: gevent.Greenlet[[], None] | None = None
         self._probing: set[Member] = set()
         self._probe_ok: dict[str, float] = {}
-        client._on_close.append(self.close)  # noqa: SLF001
+        client._on_close.append(self.close)
 
     def __repr__(self) -> str:
         return f"<WatchHub streams={len(self.streams)} shared={len(self.shared)}>"
@@ -408,9 +415,9 @@ class WatchHub:
         A watch with an explicit ``start_revision`` always gets a stream of its own.
         """
         client = self.client
-        if not client._started:  # noqa: SLF001
-            client._started = True  # noqa: SLF001
-            client._cluster.start()  # noqa: SLF001
+        if not client._started:
+            client._started = True
+            client._cluster.start()
         stream = self.shared.get(spec) if start_revision is None else None
         if stream is None or stream.done:
             shared = start_revision is None
@@ -439,7 +446,7 @@ class WatchHub:
             subscribers = list(stream.subscribers)
             stream.subscribers.clear()
             for sub in subscribers:
-                sub._closed_by_client()  # noqa: SLF001
+                sub._closed_by_client()
             stream.done = True
             connection = stream.connection
             if connection is not None:
@@ -478,10 +485,10 @@ class WatchHub:
 
     def _probe(self, member: Member) -> None:
         try:
-            self.client._executor.probe(member, timeout=_PROBE_TIMEOUT)  # noqa: SLF001
+            self.client._executor.probe(member, timeout=_PROBE_TIMEOUT)
         except EtcdError as exc:
             log.warning("etcd member %s failed the watch liveness probe: %s", member.url, exc)
-            self.client._cluster.mark_failed(member, exc)  # noqa: SLF001
+            self.client._cluster.mark_failed(member, exc)
             self._evacuate(member, exc)
         else:
             self._probe_ok[member.url] = _monotonic()
@@ -489,8 +496,10 @@ class WatchHub:
             self._probing.discard(member)
 
     def _evacuate(self, member: Member, reason: BaseException | None) -> None:
-        error = reason if reason is not None else ConnectionLost(
-            f"etcd member {member.url} is down", member=member.url
+        error = (
+            reason
+            if reason is not None
+            else ConnectionLost(f"etcd member {member.url} is down", member=member.url)
         )
         moved = 0
         for stream in list(self.streams):

@@ -204,7 +204,9 @@ def _objects(text: str) -> tuple[list[Any], EtcdError | None]:
         try:
             value, pos = _decoder.raw_decode(text, pos)
         except ValueError:
-            return values, MalformedResponse(f"keepalive answer is not JSON: {text[pos:pos + 80]!r}")
+            return values, MalformedResponse(
+                f"keepalive answer is not JSON: {text[pos : pos + 80]!r}"
+            )
         values.append(value)
 
 

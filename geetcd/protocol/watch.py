@@ -129,9 +129,9 @@ def create_body(
 def parse_event(obj: dict[str, Any], ks: Keyspace | None = None) -> Event:
     """One event. A missing ``type`` is PUT; keys are stripped of the namespace."""
     kind = obj.get("type")
-    if kind is None or kind == "PUT" or kind == 0:
+    if kind is None or kind in ("PUT", 0):
         etype = EventType.PUT
-    elif kind == "DELETE" or kind == 1:
+    elif kind in ("DELETE", 1):
         etype = EventType.DELETE
     else:
         raise MalformedResponse(f"unknown watch event type {kind!r}")
@@ -280,11 +280,11 @@ class WatchDecoder:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            error = MalformedResponse(
+            malformed = MalformedResponse(
                 f"watch stream line is not JSON: {line[:80]!r}", member=self._member
             )
-            error.__cause__ = exc
-            return error
+            malformed.__cause__ = exc
+            return malformed
         if not isinstance(obj, dict):
             return MalformedResponse(
                 f"watch stream line is not an object: {line[:80]!r}", member=self._member

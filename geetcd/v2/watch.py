@@ -1,0 +1,337 @@
+"""v2 watches: long polls (``GET /v2/keys/...?wait=true``) over the shared cluster state.
+
+etcd answers a v2 wait with the status line and headers at once and the body (one event)
+when the event happens, so every wait is read as a stream (the stream pool, so waits never
+hold the connections of unary calls): the body read is bounded by the caller's deadline and
+can be aborted from another greenlet.
+
+* :func:`long_poll` waits for one event on any healthy member, failing over (same
+  ``waitIndex``, so nothing is lost) when a member breaks or hangs.
+* :class:`LivenessMonitor` probes, every ``interval`` seconds, each member that serves a
+  wait: a v2 wait sends nothing until its event, so a hung (SIGSTOPped) member would
+  otherwise hold it forever. A member that fails its probe is benched and its waits are
+  aborted (and so moved to another member).
+* :class:`V2Watch` is a persistent watch: one greenlet owned by the client polls from the
+  last delivered ``modifiedIndex + 1``, and when etcd has cleared that index from its
+  1000-event history (errorCode 401) reads the key again and yields a :class:`Resync`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.queue
+
+from geetcd.cluster import Member, MemberState
+from geetcd.errors import (
+    ClusterUnavailable,
+    DeadlineExceeded,
+    EtcdError,
+    UnavailableError,
+)
+from geetcd.transport import Stream
+from geetcd.v2.errors import EventIndexCleared, KeyNotFound
+from geetcd.v2.models import Response, Resync
+from geetcd.v2.protocol import PLAIN_HEADERS, error_from_answer, parse_response, watch_request
+
+if TYPE_CHECKING:
+    from geetcd.client import Client as V3Client
+    from geetcd.v2.client import Client
+
+__all__ = ["LivenessMonitor", "V2Watch", "long_poll"]
+
+log = logging.getLogger("geetcd.v2")
+_monotonic = time.monotonic
+
+
+class LivenessMonitor:
+    """Aborts the waits of members that stop answering. One per v2 client; greenlet-safe.
+
+    While at least one wait is registered, a greenlet owned by the client wakes every
+    ``interval`` seconds and, for each member serving a wait, sends one probe (bounded by
+    the client's attempt timeout). A failed probe benches the member
+    (``ClusterState.mark_failed``); the waits of a benched member are aborted, which makes
+    their readers fail over.
+    """
+
+    def __init__(self, client: V3Client, interval: float) -> None:
+        self._client = client
+        self.interval = interval
+        self._streams: dict[Stream, Member] = {}
+        self._greenlet: gevent.Greenlet[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<LivenessMonitor waits={len(self._streams)} interval={self.interval}s>"
+
+    def add(self, stream: Stream, member: Member) -> None:
+        """Watch over ``stream`` (a wait on ``member``) until :meth:`discard`."""
+        self._streams[stream] = member
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = self._client.spawn(self._run)
+
+    def discard(self, stream: Stream) -> None:
+        """Stop watching ``stream``; call it before closing the stream. Never raises."""
+        self._streams.pop(stream, None)
+
+    def _run(self) -> None:
+        while self._streams:
+            gevent.sleep(self.interval)
+            members = {id(m): m for m in self._streams.values()}
+            checks = [self._client.spawn(self._check, m) for m in members.values()]
+            gevent.joinall(checks)
+
+    def _check(self, member: Member) -> None:
+        if member.state is not MemberState.DOWN:
+            executor = self._client._executor
+            try:
+                executor.probe(member, executor.attempt_timeout)
+                return
+            except EtcdError as exc:
+                log.warning("v2 waits on %s: member failed its probe (%s)", member.url, exc)
+                self._client._cluster.mark_failed(member, exc)
+        # Streams still registered are still open (discard() precedes close()).
+        for stream, owner in list(self._streams.items()):
+            if owner is member:
+                stream.abort()
+
+
+def _read_body(stream: Stream) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = stream.read_chunk()
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _poll_member(
+    client: V3Client, monitor: LivenessMonitor, member: Member, path: str, deadline: float | None
+) -> Response:
+    executor = client._executor
+    connect, first_byte = executor.connect_timeout, executor.attempt_timeout
+    remaining: float | None = None
+    if deadline is not None:
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"v2 wait {path}: deadline passed", member=member.url)
+        connect, first_byte = min(connect, remaining), min(first_byte, remaining)
+    stream = client._transport.open_stream(
+        member.url,
+        path,
+        None,
+        connect_timeout=connect,
+        first_byte_timeout=first_byte,
+        headers=PLAIN_HEADERS,
+        method="GET",
+    )
+    timer = gevent.Timeout(remaining) if remaining is not None else None
+    monitor.add(stream, member)
+    try:
+        if timer is not None:
+            timer.start()
+        if stream.status != 200:
+            raise error_from_answer(stream.status, stream.read_all(), {}, member.url)
+        return parse_response(200, _read_body(stream), {}, member.url)
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise
+        raise DeadlineExceeded(f"no v2 event for {path} before the deadline") from exc
+    finally:
+        if timer is not None:
+            timer.close()
+        monitor.discard(stream)
+        stream.close()
+
+
+def long_poll(
+    client: V3Client, monitor: LivenessMonitor, path: str, deadline: float | None
+) -> Response:
+    """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
+
+    ``deadline`` (monotonic) bounds the whole wait, failovers included: DeadlineExceeded
+    when it passes. With None the wait has no end of its own, but ClusterUnavailable is
+    raised when no member is usable for a whole client ``timeout``. A member that fails
+    (refused, broken, hung, transient error answer) is benched and the same wait is sent to
+    another one. Deterministic error answers (EventIndexCleared, ...) are raised as is.
+    The stream is always closed (never pooled while live), also when the calling greenlet
+    is killed.
+    """
+    executor = client._executor
+    cluster = client._cluster
+    cluster.start()
+    tried: list[Member] = []
+    last: EtcdError | None = None
+    while True:
+        pick_deadline = deadline if deadline is not None else _monotonic() + executor.timeout
+        try:
+            member = cluster.pick(pick_deadline, tried)
+        except ClusterUnavailable as exc:
+            raise exc from last
+        try:
+            return _poll_member(client, monitor, member, path, deadline)
+        except EtcdError as exc:
+            if not exc.transient:
+                raise
+            last = exc
+        cluster.mark_failed(member, last)
+        tried.append(member)
+        log.info("v2 wait on %s failed (%s); moving on", member.url, last)
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: EtcdError | None) -> None:
+        self.error = error
+
+
+_Item = Response | Resync | _End
+
+
+class V2Watch:
+    """A persistent v2 watch: iterate it for :class:`Response` events and :class:`Resync`
+    signals, in index order, with no loss and no duplicate across member failures.
+
+    Made by :meth:`geetcd.v2.Client.watcher`. A greenlet owned by the client polls etcd and
+    fills a buffer of ``buffer`` items; when the consumer falls behind it stops polling
+    (etcd keeps 1000 events: past that the watch resyncs). Iteration (and :meth:`get`)
+    blocks until the next item; it ends after :meth:`cancel`, and raises the error that
+    ended the watch (a deterministic error answer, never a member failure).
+    """
+
+    def __init__(
+        self, owner: Client, key: str, *, recursive: bool, next_index: int, buffer: int
+    ) -> None:
+        self.key = key
+        self.recursive = recursive
+        self._owner = owner
+        self._next_index = next_index
+        self._queue: gevent.queue.Queue[_Item] = gevent.queue.Queue(maxsize=buffer)
+        self._canceled = False
+        self._ended: _End | None = None
+        self._greenlet = owner._client.spawn(self._run)
+
+    def __repr__(self) -> str:
+        state = "canceled" if self._canceled else "ended" if self._ended else "active"
+        rec = " recursive" if self.recursive else ""
+        return (
+            f"<V2Watch {self.key!r}{rec} next_index={self._next_index} "
+            f"buffered={self._queue.qsize()} {state}>"
+        )
+
+    @property
+    def next_index(self) -> int:
+        """The ``waitIndex`` of the next poll (last delivered index + 1)."""
+        return self._next_index
+
+    @property
+    def canceled(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._canceled
+
+    # ------------------------------------------------------------------ consumer side
+    def __iter__(self) -> V2Watch:
+        return self
+
+    def __next__(self) -> Response | Resync:
+        item = self.get()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def get(self, timeout: float | None = None) -> Response | Resync | None:
+        """The next item, waiting at most ``timeout`` seconds (None: until there is one).
+
+        Returns None when the timeout passed, or once the watch was canceled (buffered
+        items are then dropped). Raises the error that ended the watch, every time.
+        """
+        if self._canceled:
+            return None
+        if self._ended is None:
+            try:
+                item = self._queue.get(timeout=timeout)
+            except gevent.queue.Empty:
+                return None
+            if not isinstance(item, _End):
+                return item
+            self._ended = item
+        if self._ended.error is not None and not self._canceled:
+            raise self._ended.error
+        return None
+
+    def cancel(self) -> None:
+        """End the watch: kill its greenlet (its open wait is closed, never pooled) and wake
+        a consumer blocked in :meth:`get`. Idempotent; never raises."""
+        if self._canceled:
+            return
+        self._canceled = True
+        self._owner._forget(self)
+        if self._greenlet is not gevent.getcurrent():
+            self._greenlet.kill(block=True, timeout=5.0)
+        with suppress(gevent.queue.Full):
+            self._queue.put_nowait(_End(None))
+
+    def __enter__(self) -> V2Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    # ------------------------------------------------------------------ producer side
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except EtcdError as exc:
+            if not self._owner._client.closed:
+                log.warning("v2 watch on %r ended: %s", self.key, exc)
+            self._queue.put(_End(exc))
+            return
+        self._queue.put(_End(None))
+
+    def _loop(self) -> None:
+        owner = self._owner
+        client = owner._client
+        while not self._canceled and not client.closed:
+            path = watch_request(self.key, self._next_index, recursive=self.recursive).path
+            try:
+                response = long_poll(client, owner._monitor, path, None)
+            except EventIndexCleared as exc:
+                resync = self._resync(exc)
+                if resync is None:
+                    return
+                self._next_index = resync.etcd_index + 1
+                self._queue.put(resync)
+                continue
+            except (ClusterUnavailable, DeadlineExceeded) as exc:
+                if client.closed:
+                    return
+                log.warning("v2 watch on %r: no member usable (%s); still trying", self.key, exc)
+                gevent.sleep(0.5)
+                continue
+            self._next_index = response.node.modified_index + 1
+            self._queue.put(response)
+
+    def _resync(self, cleared: EventIndexCleared) -> Resync | None:
+        """Read the key again after a 401; None if the client closed meanwhile."""
+        client = self._owner._client
+        while not client.closed:
+            try:
+                response = self._owner.get(self.key, recursive=self.recursive, sort=True)
+            except KeyNotFound as missing:
+                return Resync(None, missing.index or cleared.index)
+            except (UnavailableError, ClusterUnavailable, DeadlineExceeded) as exc:
+                log.warning("v2 watch on %r: re-read failed (%s); retrying", self.key, exc)
+                gevent.sleep(0.5)
+                continue
+            log.info(
+                "v2 watch on %r: index %d cleared from history; resynced at %d",
+                self.key,
+                self._next_index,
+                response.etcd_index,
+            )
+            return Resync(response, response.etcd_index or cleared.index)
+        return None

@@ -1,0 +1,429 @@
+"""Watches: the :class:`Watch` handle a caller holds, and the functions behind ``client.watch``.
+
+A watch is a subscription to a server stream run by the client's
+:class:`~geetcd.watch_hub.WatchHub`. Guarantees:
+
+* ``client.watch()`` returns once the server acknowledged the watch (``created``): every
+  change committed after it returns is delivered.
+* Changes arrive in revision order, each exactly once, also across member failures (the hub
+  resumes from the last fully delivered revision + 1 on another member).
+* The events of one revision (a txn) are delivered together (:meth:`Watch.responses`).
+* Identical watches without ``start_revision`` share one server stream; each subscriber has
+  a bounded buffer (``buffer`` events). A subscriber that falls behind receives everything
+  buffered, then :class:`~geetcd.errors.WatchOverflow` with ``last_revision``: watch again
+  with ``start_revision=last_revision + 1`` to continue without a gap.
+* A compacted start/resume revision ends the watch with
+  :class:`~geetcd.errors.WatchCompacted`; a server cancel with
+  :class:`~geetcd.errors.PermissionDenied` or :class:`~geetcd.errors.WatchCanceled`.
+  Errors are raised by the iterator (after the buffered events), passed to ``on_error`` in
+  callback form, and kept in :attr:`Watch.error`. Nothing ends silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.event
+
+from geetcd._executor import check_timeout
+from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, WatchCanceled, WatchOverflow
+from geetcd.models import Event
+from geetcd.protocol.kv import check_bool, check_int
+from geetcd.protocol.watch import WatchBatch, WatchFilter, normalize_filters
+from geetcd.watch_hub import ServerStream, WatchHub, WatchSpec
+
+if TYPE_CHECKING:
+    from geetcd.client import Client
+
+__all__ = [
+    "DEFAULT_BUFFER",
+    "DEFAULT_LIVENESS",
+    "Watch",
+    "WatchBatch",
+    "WatchFilter",
+    "hub_for",
+    "open_watch",
+    "watch_once",
+]
+
+log = logging.getLogger("geetcd.watch")
+_monotonic = time.monotonic
+
+#: Seconds a stream may stay silent before its member is probed (``liveness=`` per watch).
+DEFAULT_LIVENESS = 5.0
+#: Events a subscriber may hold undelivered before it gets WatchOverflow.
+DEFAULT_BUFFER = 10_000
+
+_hubs: weakref.WeakKeyDictionary[Client, WatchHub] = weakref.WeakKeyDictionary()
+
+EventCallback = Callable[[Event], object]
+ErrorCallback = Callable[[BaseException], object]
+
+
+def hub_for(client: Client) -> WatchHub:
+    """The client's watch hub (created on first use; closed by ``client.close()``)."""
+    hub = _hubs.get(client)
+    if hub is None:
+        hub = _hubs[client] = WatchHub(client)
+    return hub
+
+
+class Watch:
+    """A subscription to changes of a key or range. Iterate it, or give a callback.
+
+    ``for event in watch`` yields :class:`~geetcd.models.Event` objects until the watch is
+    canceled (the loop ends) or fails (the error is raised after the buffered events).
+    :meth:`responses` yields :class:`WatchBatch` ``(revision, events)`` instead.
+    ``revision`` is the revision delivered up to (everything at or below it was handed
+    out). A Watch is a context manager that cancels on exit. Use it from one consumer.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_batches",
+        "_buffered",
+        "_callback",
+        "_capacity",
+        "_current",
+        "_current_revision",
+        "_done",
+        "_end_reason",
+        "_greenlet",
+        "_hub",
+        "_on_error",
+        "_ready",
+        "_stream",
+        "error",
+        "key",
+        "range_end",
+        "revision",
+    )
+
+    def __init__(
+        self,
+        hub: WatchHub,
+        key: bytes,
+        range_end: bytes | None,
+        *,
+        capacity: int,
+        callback: EventCallback | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self._hub = hub
+        self.key = key
+        self.range_end = range_end
+        self._capacity = capacity
+        self._callback = callback
+        self._on_error = on_error
+        self._batches: deque[WatchBatch] = deque()
+        self._buffered = 0
+        self._ready = gevent.event.Event()
+        self._done = False
+        self._end_reason = ""
+        self._stream: ServerStream | None = None
+        self._greenlet: gevent.Greenlet[[], None] | None = None
+        self._current: deque[Event] = deque()
+        self._current_revision = 0
+        #: The terminal error (WatchCompacted, WatchOverflow, PermissionDenied, a
+        #: callback's exception...), or None.
+        self.error: BaseException | None = None
+        #: Everything up to this revision has been delivered to the consumer.
+        self.revision = 0
+
+    def __repr__(self) -> str:
+        span = f" range_end={self.range_end!r}" if self.range_end is not None else ""
+        if self._done:
+            state = f"failed ({type(self.error).__name__})" if self.error else "ended"
+        else:
+            state = "active"
+        stream = self._stream
+        member = stream.member.url if stream is not None and stream.member is not None else "-"
+        return (
+            f"<Watch key={self.key!r}{span} revision={self.revision} buffered={self._buffered} "
+            f"{state} member={member}>"
+        )
+
+    # ------------------------------------------------------------------ consumer side
+    @property
+    def done(self) -> bool:
+        """True once the watch was canceled or failed (buffered events may remain)."""
+        return self._done
+
+    @property
+    def buffered(self) -> int:
+        """Events received but not yet consumed."""
+        return self._buffered + len(self._current)
+
+    def __iter__(self) -> Iterator[Event]:
+        """Events in order; ends when canceled or closed; raises the watch's error."""
+        while True:
+            event = self._next_event(None)
+            if event is None:
+                return
+            yield event
+
+    def responses(self) -> Iterator[WatchBatch]:
+        """``(revision, events)`` batches in order (progress notifications have no events)."""
+        while True:
+            batch = self._next_batch(None)
+            if batch is None:
+                return
+            yield batch
+
+    def next_event(self, timeout: float | None = None) -> Event:
+        """The next event. Raises DeadlineExceeded after ``timeout`` seconds (None: wait for
+        ever), the watch's error, or WatchCanceled once the watch was canceled or closed."""
+        event = self._next_event(timeout)
+        if event is None:
+            raise WatchCanceled(f"the watch was {self._end_reason}", reason=self._end_reason)
+        return event
+
+    def next_batch(self, timeout: float | None = None) -> WatchBatch:
+        """The next batch; raises like :meth:`next_event`."""
+        batch = self._next_batch(timeout)
+        if batch is None:
+            raise WatchCanceled(f"the watch was {self._end_reason}", reason=self._end_reason)
+        return batch
+
+    def _next_event(self, timeout: float | None) -> Event | None:
+        deadline = None if timeout is None else _monotonic() + timeout
+        while not self._current:
+            batch = self._pop(deadline)
+            if batch is None:
+                return None
+            if batch.events:
+                self._current.extend(batch.events)
+                self._current_revision = batch.revision
+            else:
+                self.revision = max(self.revision, batch.revision)
+        event = self._current.popleft()
+        if not self._current:
+            self.revision = max(self.revision, self._current_revision)
+        return event
+
+    def _next_batch(self, timeout: float | None) -> WatchBatch | None:
+        if self._current:  # a batch partly consumed through next_event: finish it first
+            rest = WatchBatch(self._current_revision, tuple(self._current))
+            self._current.clear()
+            self.revision = max(self.revision, rest.revision)
+            return rest
+        batch = self._pop(None if timeout is None else _monotonic() + timeout)
+        if batch is not None:
+            self.revision = max(self.revision, batch.revision)
+        return batch
+
+    def _pop(self, deadline: float | None) -> WatchBatch | None:
+        """The next buffered batch (waiting for one); None at a clean end."""
+        batches = self._batches
+        while not batches:
+            if self._done:
+                if self.error is not None:
+                    raise self.error
+                return None
+            self._ready.clear()
+            if deadline is None:
+                self._ready.wait()
+            elif not self._ready.wait(max(0.0, deadline - _monotonic())):
+                raise DeadlineExceeded("no watch event before the timeout")
+        batch = batches.popleft()
+        self._buffered -= len(batch.events) or 1
+        return batch
+
+    def cancel(self) -> None:
+        """Stop watching: buffered events are dropped, iteration ends, and the server stream
+        is closed once no other watch shares it (waits at most 2 s for that). Idempotent;
+        never raises."""
+        if not self._done:
+            self._end("canceled")
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.detach(self)
+        greenlet = self._greenlet
+        if greenlet is not None and greenlet is not gevent.getcurrent():
+            greenlet.kill(block=False)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    def _end(self, reason: str) -> None:
+        self._done = True
+        self._end_reason = reason
+        self._batches.clear()
+        self._current.clear()
+        self._buffered = 0
+        self._ready.set()
+
+    # ------------------------------------------------------------------ hub side
+    def _joined(self, stream: ServerStream, revision: int) -> None:
+        self._stream = stream
+        self.revision = revision
+
+    def _created(self, revision: int) -> None:
+        if not self.revision:
+            self.revision = revision
+
+    def _deliver(self, batch: WatchBatch) -> bool:
+        """Buffer one batch; False (and WatchOverflow queued) if the buffer is full."""
+        if self._done:
+            return True
+        batches = self._batches
+        size = len(batch.events)
+        if not size:  # a progress mark: keep only the newest of consecutive ones
+            if batches and not batches[-1].events:
+                batches[-1] = batch
+            else:
+                batches.append(batch)
+                self._buffered += 1
+        elif self._buffered and self._buffered + size > self._capacity:
+            last = batches[-1].revision if batches else self.revision
+            self.error = WatchOverflow(
+                f"watch on {self.key!r} fell more than {self._capacity} events behind; "
+                f"everything up to revision {last} was delivered, resume from {last + 1}",
+                last_revision=last,
+            )
+            self._done = True
+            self._stream = None
+        else:
+            batches.append(batch)
+            self._buffered += size
+        self._ready.set()
+        return not self._done
+
+    def _finish(self, error: BaseException) -> None:
+        """Terminal error from the stream: delivered after the buffered batches."""
+        if self._done:
+            return
+        self.error = error
+        self._done = True
+        self._stream = None
+        self._ready.set()
+
+    def _closed_by_client(self) -> None:
+        if not self._done:
+            self._end("closed with the client")
+        self._stream = None
+
+    # ------------------------------------------------------------------ callback form
+    def _start_callback(self) -> None:
+        self._greenlet = self._hub.client.spawn(self._run_callback)
+
+    def _run_callback(self) -> None:
+        callback = self._callback
+        assert callback is not None
+        while True:
+            try:
+                batch = self._pop(None)
+            except Exception as exc:  # noqa: BLE001 - the watch's terminal error, reported
+                self._report(exc)
+                return
+            if batch is None:
+                return
+            for event in batch.events:
+                try:
+                    callback(event)
+                except Exception as exc:  # noqa: BLE001 - user code: reported, never swallowed
+                    self.error = exc
+                    self.cancel()
+                    self._report(exc)
+                    return
+            self.revision = max(self.revision, batch.revision)
+
+    def _report(self, error: BaseException) -> None:
+        """Hand a terminal error to on_error, or log it with its traceback."""
+        if self._on_error is None:
+            log.error("watch on %r ended with an error", self.key, exc_info=error)
+            return
+        try:
+            self._on_error(error)
+        except Exception:
+            log.exception("on_error callback of the watch on %r raised", self.key)
+
+
+def open_watch(
+    client: Client,
+    key: str | bytes,
+    *,
+    prefix: bool = False,
+    range_end: str | bytes | None = None,
+    start_revision: int | None = None,
+    prev_kv: bool = False,
+    filters: Iterable[str | WatchFilter] | str | WatchFilter = (),
+    progress_notify: bool = False,
+    callback: EventCallback | None = None,
+    on_error: ErrorCallback | None = None,
+    buffer: int = DEFAULT_BUFFER,
+    liveness: float | None = None,
+    timeout: float | None = None,
+) -> Watch:
+    """Create a watch and wait until the server acknowledged it. See ``Client.watch``."""
+    if client.closed:
+        raise InvalidArgument("the client is closed")
+    ks = client._ks
+    wire, end = ks.span(key, range_end, check_bool(prefix, "prefix"))
+    if start_revision is not None:
+        check_int(start_revision, "start_revision", minimum=1)
+    spec = WatchSpec(
+        key=wire,
+        range_end=end,
+        prev_kv=check_bool(prev_kv, "prev_kv"),
+        filters=normalize_filters(filters),
+        progress_notify=check_bool(progress_notify, "progress_notify"),
+    )
+    capacity = check_int(buffer, "buffer", minimum=1)
+    bound = check_timeout(DEFAULT_LIVENESS if liveness is None else liveness, "liveness")
+    if callback is not None and not callable(callback):
+        raise InvalidArgument(f"callback must be callable, got {callback!r}")
+    if on_error is not None and not callable(on_error):
+        raise InvalidArgument(f"on_error must be callable, got {on_error!r}")
+    deadline = client._executor.deadline(timeout)
+    hub = hub_for(client)
+    watch = Watch(
+        hub,
+        ks.unkey(wire),
+        None if end is None else ks.unkey(end),
+        capacity=capacity,
+        callback=callback,
+        on_error=on_error,
+    )
+    stream = hub.subscribe(spec, watch, start_revision, bound)
+    acknowledged = False
+    try:
+        acknowledged = stream.created.wait(max(0.0, deadline - _monotonic()))
+    finally:
+        if not acknowledged:
+            watch.cancel()
+    if not acknowledged:
+        raise DeadlineExceeded(
+            f"watch on {key!r} not acknowledged by etcd within the deadline"
+        ) from stream.last_error
+    if not stream.ever_created:
+        watch.cancel()
+        error = stream.error or stream.last_error
+        if isinstance(error, EtcdError):
+            raise error
+        raise WatchCanceled(f"watch on {key!r} could not be created: {error!r}") from error
+    if callback is not None:
+        watch._start_callback()
+    return watch
+
+
+def watch_once(
+    client: Client, key: str | bytes, *, timeout: float | None = None, **options: object
+) -> Event:
+    """The next event of ``key``; DeadlineExceeded if none within ``timeout`` (creation
+    included; None: the client's timeout)."""
+    deadline = client._executor.deadline(timeout)
+    watch = open_watch(client, key, timeout=timeout, **options)  # type: ignore[arg-type]
+    try:
+        return watch.next_event(timeout=max(0.0, deadline - _monotonic()))
+    finally:
+        watch.cancel()
