@@ -74,6 +74,7 @@ class Executor:
         connect_timeout: float,
         retry: Retry,
         api_prefix: str | None = None,
+        hedge_delay: float | None = None,
     ) -> None:
         self.cluster = cluster
         self.transport = transport
@@ -86,6 +87,11 @@ class Executor:
         self.api_prefix = api_prefix or "/v3"
         self._prefix_fixed = api_prefix is not None
         self.auth: Authenticator | None = None
+        # Reads with no answer after hedge_delay seconds are also sent to a second member.
+        self.hedge_delay = (
+            None if hedge_delay is None else check_timeout(hedge_delay, "hedge_delay")
+        )
+        self.hedges = 0
 
     def headers(self, deadline: float) -> Mapping[str, str] | None:
         """Request headers for one attempt: the auth token when auth is configured, else None
@@ -153,7 +159,110 @@ class Executor:
         retry = retry if retry is not None else self.retry
         if not isinstance(retry, Retry):
             raise InvalidArgument(f"retry must be a geetcd.Retry, got {retry!r}")
-        tried: list[Member] = []
+        if idempotent and self.hedge_delay is not None and len(self.cluster.members) > 1:
+            return self._hedged(
+                method,
+                path,
+                payload,
+                interpret,
+                deadline=deadline,
+                retry=retry,
+                v3=v3,
+                headers=headers,
+            )
+        return self._loop(
+            method,
+            path,
+            payload,
+            interpret,
+            idempotent=idempotent,
+            deadline=deadline,
+            retry=retry,
+            v3=v3,
+            headers=headers,
+        )
+
+    def _hedged(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        interpret: Callable[[RawResponse, Member], T],
+        *,
+        deadline: float,
+        retry: Retry,
+        v3: bool,
+        headers: Mapping[str, str] | None,
+    ) -> T:
+        """Send an idempotent call; if no answer came after ``hedge_delay``, send it again to
+        another member and return whichever answers first (the other is abandoned)."""
+        assert self.hedge_delay is not None
+        first_member: list[Member] = []
+        primary = gevent.spawn(
+            self._loop,
+            method,
+            path,
+            payload,
+            interpret,
+            idempotent=True,
+            deadline=deadline,
+            retry=retry,
+            v3=v3,
+            headers=headers,
+            chosen=first_member,
+        )
+        secondary: gevent.Greenlet[..., T] | None = None
+        try:
+            primary.join(timeout=min(self.hedge_delay, max(0.0, deadline - _monotonic())))
+            if primary.ready():
+                return primary.get()
+            self.hedges += 1
+            secondary = gevent.spawn(
+                self._loop,
+                method,
+                path,
+                payload,
+                interpret,
+                idempotent=True,
+                deadline=deadline,
+                retry=retry,
+                v3=v3,
+                headers=headers,
+                avoid=first_member[:1],
+            )
+            racers: list[gevent.Greenlet[..., T]] = [primary, secondary]
+            while True:
+                gevent.joinall(racers, count=1)
+                for racer in racers:
+                    if racer.ready() and racer.successful():
+                        result: T = racer.get()
+                        return result
+                pending = [r for r in racers if not r.ready()]
+                if not pending:
+                    failed: T = primary.get()  # both failed: raises the primary's error
+                    return failed
+                racers = pending
+        finally:
+            for loser in (primary, secondary):
+                if loser is not None and not loser.ready():
+                    loser.kill(block=False)
+
+    def _loop(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        interpret: Callable[[RawResponse, Member], T],
+        *,
+        idempotent: bool,
+        deadline: float,
+        retry: Retry,
+        v3: bool,
+        headers: Mapping[str, str] | None,
+        avoid: list[Member] | None = None,
+        chosen: list[Member] | None = None,
+    ) -> T:
+        tried: list[Member] = list(avoid) if avoid else []
         auth_retried = False
         last: EtcdError | None = None
         cluster = self.cluster
@@ -168,6 +277,8 @@ class Executor:
                 raise DeadlineExceeded(
                     f"{path}: deadline passed after {len(tried)} attempt(s)"
                 ) from last
+            if chosen is not None:
+                chosen.append(member)
             sent_headers = headers
             if v3 and self.auth is not None:
                 sent_headers = self.auth.headers(self, deadline)

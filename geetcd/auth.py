@@ -232,6 +232,7 @@ class TokenAuth:
                     body,
                     connect_timeout=min(executor.connect_timeout, remaining),
                     read_timeout=min(executor.attempt_timeout, remaining),
+                    pool_timeout=remaining,
                     what=AUTHENTICATE,
                 )
                 if response.status != 200:
@@ -365,8 +366,14 @@ class AuthAdmin:
 
     # ------------------------------------------------------------------ auth on/off
     def enable(self, *, timeout: float | None = None) -> Header:
-        """Turn auth on. Needs a user "root" holding the role "root" (else FailedPrecondition)."""
+        """Turn auth on. Needs a user "root" holding the role "root" (else FailedPrecondition).
+
+        This client authenticates on its next call if it has credentials (other clients that
+        saw auth disabled notice after their ``recheck_interval``, see TokenAuth)."""
         header: Header = self._call("/auth/enable", {}, _header, True, timeout)
+        auth = self._client._executor.auth
+        if isinstance(auth, TokenAuth):
+            auth.invalidate(None)
         return header
 
     def disable(self, *, timeout: float | None = None) -> Header:

@@ -28,7 +28,7 @@ from geetcd.models import (
 )
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol import kv as kv_proto
-from geetcd.protocol.codec import Keyspace, to_bytes
+from geetcd.protocol.codec import Keyspace, b64, to_bytes
 from geetcd.protocol.kv import RangeOptions, check_bool, check_int
 from geetcd.transport import Transport
 from geetcd.txn import Compare, Comparison, Op, TxnOp, check_txn, lease_id, txn_body
@@ -58,6 +58,8 @@ class Client:
     refreshed too when the client was given more than one endpoint or ``sync_on_start``.
     ``tls``: a :class:`geetcd.TLS` for ``https://`` endpoints (verification on by default).
     ``user`` / ``password``: authenticate on first use and send the token with every call.
+    ``hedge_delay``: when set, a read with no answer after that many seconds is sent to a
+    second member too and the first answer wins (off by default: it costs extra requests).
 
     Constructing a client does no network I/O; the first call does. Use it as a context
     manager or call :meth:`close`.
@@ -80,6 +82,7 @@ class Client:
         user: str | None = None,
         password: str | None = None,
         api_prefix: str | None = None,
+        hedge_delay: float | None = None,
         on_state_change: Callable[[StateChange], None] | None = None,
     ) -> None:
         urls = normalize_endpoints(endpoints)
@@ -111,6 +114,7 @@ class Client:
             connect_timeout=connect_timeout,
             retry=retry if retry is not None else Retry(),
             api_prefix=api_prefix,
+            hedge_delay=hedge_delay,
         )
         if user is not None or password is not None:
             from geetcd.auth import TokenAuth
@@ -168,8 +172,15 @@ class Client:
         """The key prefix of this client (b"" when none)."""
         return self._ks.prefix
 
-    def _call(self, path: str, body: dict[str, Any], parse: Callable[[dict[str, Any]], Any],
-              idempotent: bool, timeout: float | None, retry: Retry | None) -> Any:
+    def _call(  # noqa: PLR0917 - internal, positional by design
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[dict[str, Any]], Any],
+        idempotent: bool,
+        timeout: float | None,
+        retry: Retry | None,
+    ) -> Any:
         if not self._started:
             self._started = True
             self._cluster.start()
@@ -245,7 +256,7 @@ class Client:
         retry: Retry | None = None,
     ) -> KeyValue | None:
         """The KeyValue of ``key``, or None if it does not exist (at ``revision``)."""
-        body: dict[str, Any] = {"key": kv_proto.b64(self._ks.key(key))}
+        body: dict[str, Any] = {"key": b64(self._ks.key(key))}
         if revision is not None:
             body["revision"] = _opt_revision(revision, "revision")
         if check_bool(serializable, "serializable"):
@@ -367,7 +378,11 @@ class Client:
         return result
 
     def put_if_absent(
-        self, key: str | bytes, value: str | bytes, *, lease: object = None,
+        self,
+        key: str | bytes,
+        value: str | bytes,
+        *,
+        lease: object = None,
         timeout: float | None = None,
     ) -> bool:
         """Create ``key`` only if it does not exist. True if this call created it."""
@@ -393,8 +408,12 @@ class Client:
             check_int(revision, "revision", minimum=1), physical=check_bool(physical, "physical")
         )
         header: Header = self._call(
-            kv_proto.COMPACT, body, lambda o: kv_proto.parse_header(o.get("header")), False,
-            timeout, None,
+            kv_proto.COMPACT,
+            body,
+            lambda o: kv_proto.parse_header(o.get("header")),
+            False,
+            timeout,
+            None,
         )
         return header
 
@@ -426,9 +445,122 @@ class Client:
         """Run ``func`` in a greenlet owned by this client (killed by :meth:`close`)."""
         return self._group.spawn(func, *args)
 
-
     # ------------------------------------------------------------------ watch API
     # (section owned by geetcd/watch.py: methods here only delegate to it)
+    from geetcd.cache import PrefixCache as _PrefixCache
+    from geetcd.models import Event as _Event
+    from geetcd.watch import Watch as _Watch
+    from geetcd.watch import WatchFilter as _WatchFilter
+
+    def watch(
+        self,
+        key: str | bytes,
+        *,
+        prefix: bool = False,
+        range_end: str | bytes | None = None,
+        start_revision: int | None = None,
+        prev_kv: bool = False,
+        filters: Sequence[str | _WatchFilter] | str | _WatchFilter = (),
+        progress_notify: bool = False,
+        callback: Callable[[_Event], object] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
+        buffer: int = 10_000,
+        liveness: float | None = None,
+        timeout: float | None = None,
+    ) -> _Watch:
+        """Watch ``key`` (or a range / prefix) and return a :class:`geetcd.watch.Watch`.
+
+        Returns once etcd acknowledged the watch: every change committed after this returns
+        is delivered, in order, exactly once, also across member failures (resumed on
+        another member from the last delivered revision + 1). ``start_revision`` replays
+        history from that revision (WatchCompacted if compacted). ``filters``: ``"noput"``
+        / ``"nodelete"``. ``progress_notify``: etcd's periodic progress messages (empty
+        batches in ``watch.responses()``). ``callback(event)`` runs in a greenlet owned by
+        the client; its exceptions and watch errors go to ``on_error(exc)`` (else logged
+        with traceback) and to ``watch.error``. ``buffer``: events a slow consumer may lag
+        before WatchOverflow. ``liveness``: seconds of silence before the member is probed
+        (default geetcd.watch.DEFAULT_LIVENESS, 5 s). Identical watches without
+        ``start_revision`` share one server stream. Raises DeadlineExceeded if not
+        acknowledged within ``timeout`` (default: the client's), or the server's refusal
+        (PermissionDenied, InvalidArgument...).
+        """
+        from geetcd.watch import open_watch
+
+        return open_watch(
+            self,
+            key,
+            prefix=prefix,
+            range_end=range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+            progress_notify=progress_notify,
+            callback=callback,
+            on_error=on_error,
+            buffer=buffer,
+            liveness=liveness,
+            timeout=timeout,
+        )
+
+    def watch_prefix(self, prefix: str | bytes, **options: Any) -> _Watch:
+        """Watch every key starting with ``prefix`` (same options as :meth:`watch`)."""
+        return self.watch(prefix, prefix=True, **options)
+
+    def watch_once(
+        self,
+        key: str | bytes,
+        *,
+        timeout: float | None = None,
+        prefix: bool = False,
+        range_end: str | bytes | None = None,
+        start_revision: int | None = None,
+        prev_kv: bool = False,
+        filters: Sequence[str | _WatchFilter] | str | _WatchFilter = (),
+    ) -> _Event:
+        """The next change of ``key`` (or range / prefix), as a :class:`geetcd.Event`.
+
+        Raises DeadlineExceeded if none comes within ``timeout`` seconds (watch creation
+        included; default: the client's timeout). The watch is canceled before returning.
+        """
+        from geetcd.watch import watch_once
+
+        return watch_once(
+            self,
+            key,
+            timeout=timeout,
+            prefix=prefix,
+            range_end=range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+        )
+
+    def prefix_cache(
+        self,
+        prefix: str | bytes,
+        *,
+        on_change: Callable[[_Event], object] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
+        page_size: int = 1000,
+        buffer: int = 10_000,
+        liveness: float | None = None,
+    ) -> _PrefixCache:
+        """A started :class:`geetcd.cache.PrefixCache`: a local mirror of every key under
+        ``prefix``, listed at one revision then kept current by a watch (re-listed and
+        diffed after a compaction). Does no I/O itself: call ``cache.wait_synced(timeout)``
+        before the first read. Closed by ``cache.close()`` or :meth:`close`.
+        """
+        from geetcd.cache import PrefixCache
+
+        return PrefixCache(
+            self,
+            prefix,
+            on_change=on_change,
+            on_error=on_error,
+            page_size=page_size,
+            buffer=buffer,
+            liveness=liveness,
+        ).start()
 
     # ------------------------------------------------------------------ lease API
     # (section owned by geetcd/lease.py: methods here only delegate to it)
@@ -506,4 +638,3 @@ def _is_read_only(op: TxnOp) -> bool:
     if isinstance(op, OpTxn):
         return all(_is_read_only(o) for o in (*op.success, *op.failure))
     return False
-

@@ -358,10 +358,10 @@ class ClusterState:
             self._syncer = self._group.spawn(self._sync_loop)
 
     def _sync_loop(self) -> None:
-        while not self._closed:
+        while not self.closed:
             self._sync_wanted.wait(self._sync_interval)
             self._sync_wanted.clear()
-            if self._closed:
+            if self._closed_now():
                 return
             wait = self._last_sync + 1.0 - self._clock()
             if wait > 0:
@@ -435,6 +435,14 @@ class ClusterState:
         if added:
             self._ensure_prober()
         self._wake()
+
+    def _closed_now(self) -> bool:  # a call: mypy must not narrow it across a wait
+        return self._closed
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     def close(self) -> None:
         """Stop background work and wake every waiter (they raise ClusterUnavailable)."""

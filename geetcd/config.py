@@ -60,7 +60,7 @@ class ExponentialBackoff:
 
     def compute(self, attempt: int) -> float:
         """Returns a delay in ``[d/2, d]`` (or exactly ``d`` without jitter), ``d <= cap``."""
-        delay = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        delay = float(min(self.cap, self.base * (2 ** max(0, attempt - 1))))
         if not self.jitter:
             return delay
         return delay / 2 + random.uniform(0.0, delay / 2)

@@ -17,6 +17,7 @@ class with the original chained as ``__cause__``:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket as _stdlib_socket
 import ssl as _stdlib_ssl
@@ -67,8 +68,8 @@ def _cooperative_socket(conn: HTTPConnection) -> _stdlib_socket.socket:
     """Open the connection's socket with gevent, mapping errors as urllib3 does."""
     try:
         sock = gevent.socket.create_connection(
-            (conn._dns_host, conn.port),  # noqa: SLF001 - documented urllib3 hook
-            conn.timeout,  # type: ignore[arg-type]
+            (conn._dns_host, conn.port),
+            conn.timeout,
             source_address=conn.source_address,
         )
     except gevent.socket.gaierror as exc:
@@ -81,7 +82,7 @@ def _cooperative_socket(conn: HTTPConnection) -> _stdlib_socket.socket:
         raise NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
     for option in conn.socket_options or ():
         sock.setsockopt(*option)
-    return sock  # type: ignore[no-any-return]
+    return sock
 
 
 class CooperativeHTTPConnection(HTTPConnection):
@@ -100,12 +101,12 @@ class CooperativeHTTPSConnection(HTTPSConnection):
 
 class _Pool(HTTPConnectionPool):
     ConnectionCls = CooperativeHTTPConnection
-    QueueCls = gevent.queue.LifoQueue
+    QueueCls = gevent.queue.LifoQueue  # type: ignore[assignment]  # cooperative queue
 
 
 class _TLSPool(HTTPSConnectionPool):
     ConnectionCls = CooperativeHTTPSConnection
-    QueueCls = gevent.queue.LifoQueue
+    QueueCls = gevent.queue.LifoQueue  # type: ignore[assignment]  # cooperative queue
 
 
 def parse_endpoint(url: str) -> tuple[str, str, int]:
@@ -117,7 +118,7 @@ def parse_endpoint(url: str) -> tuple[str, str, int]:
         raise InvalidArgument(f"endpoint must look like http://host:port, got {url!r}")
     if parsed.path not in (None, "", "/"):
         raise InvalidArgument(f"endpoint must not have a path, got {url!r}")
-    port = parsed.port or (2379 if parsed.scheme == "http" else 2379)
+    port = parsed.port or 2379
     host = parsed.host.strip("[]")
     return parsed.scheme, host, port
 
@@ -246,10 +247,9 @@ class Stream:
 
     def abort(self) -> None:
         """Wake a reader blocked in read_chunk() (from another greenlet). Never raises."""
-        try:
+        # RuntimeError/OSError/AttributeError: already released or closed, nothing to wake.
+        with contextlib.suppress(RuntimeError, OSError, AttributeError):
             self._response.shutdown()
-        except (RuntimeError, OSError, AttributeError):
-            pass  # already released or closed: nothing to wake
 
     def close(self) -> None:
         """Close the connection, then release it to the pool. Idempotent; never raises."""
@@ -295,7 +295,8 @@ class Transport:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<Transport pools={len(self._pools)} maxsize={self.maxsize} tls={self.tls is not None}>"
+        tls = self.tls is not None
+        return f"<Transport pools={len(self._pools)} maxsize={self.maxsize} tls={tls}>"
 
     def _new_pool(self, url: str, maxsize: int) -> HTTPConnectionPool:
         scheme, host, port = parse_endpoint(url)
@@ -371,7 +372,7 @@ class Transport:
                 redirect=False,
                 assert_same_host=False,
                 timeout=timeout,
-                pool_timeout=read_timeout if pool_timeout is None else pool_timeout,
+                pool_timeout=read_timeout if pool_timeout is None else pool_timeout,  # type: ignore[arg-type]
                 preload_content=True,
                 decode_content=False,
             )
@@ -414,7 +415,7 @@ class Transport:
                 redirect=False,
                 assert_same_host=False,
                 timeout=timeout,
-                pool_timeout=connect_timeout,
+                pool_timeout=connect_timeout,  # type: ignore[arg-type]  # float is fine
                 preload_content=False,
                 decode_content=False,
                 release_conn=False,

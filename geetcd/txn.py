@@ -4,7 +4,8 @@
     Compare.create_revision("k") == 0 Compare.mod_revision("k") < 42
     Compare.lease("k") == lease_id    (each with optional range_end=...)
 
-    Op.get(key, ...), Op.put(key, value, ...), Op.delete(key, ...), Op.txn(compare, success, failure)
+    Op.get(key, ...), Op.put(key, value, ...), Op.delete(key, ...),
+    Op.txn(compare, success, failure)
 
 Builders validate their arguments at once (InvalidArgument / InvalidType) and hold plain
 values; the client encodes them (with its namespace) when the transaction is sent.
@@ -14,12 +15,19 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from geetcd.errors import InvalidType
 from geetcd.protocol.codec import Keyspace, b64, to_bytes
-from geetcd.protocol.kv import RangeOptions, check_bool, check_int, delete_body, put_body, range_body
+from geetcd.protocol.kv import (
+    RangeOptions,
+    check_bool,
+    check_int,
+    delete_body,
+    put_body,
+    range_body,
+)
 
 __all__ = ["Compare", "Comparison", "Op", "OpDelete", "OpGet", "OpPut", "OpTxn", "TxnOp"]
 
@@ -137,7 +145,7 @@ class OpGet:
     key: object
     range_end: object = None
     prefix: bool = False
-    options: RangeOptions = RangeOptions()
+    options: RangeOptions = field(default_factory=RangeOptions)
 
     def to_json(self, ks: Keyspace) -> dict[str, Any]:
         key, end = ks.span(self.key, self.range_end, self.prefix)
@@ -229,7 +237,9 @@ class Op:
     ) -> OpDelete:
         """A delete-range; validated now."""
         to_bytes(key, "key")
-        return OpDelete(key, range_end, check_bool(prefix, "prefix"), check_bool(prev_kv, "prev_kv"))
+        return OpDelete(
+            key, range_end, check_bool(prefix, "prefix"), check_bool(prev_kv, "prev_kv")
+        )
 
     @staticmethod
     def txn(
@@ -277,4 +287,3 @@ def txn_body(
     if failure:
         body["failure"] = [op.to_json(ks) for op in failure]
     return body
-

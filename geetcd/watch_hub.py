@@ -358,8 +358,9 @@ class ServerStream:
                 self._dispatch(batch)
                 self.next_revision = batch.revision + 1
             return
+        # A progress notification: everything up to its revision has been sent.
         revision = response.header.revision
-        if self.ever_created and revision >= self.next_revision:
+        if self.ever_created and revision + 1 >= self.next_revision:
             self.next_revision = revision + 1
             if self.spec.progress_notify:
                 self._dispatch(WatchBatch(revision, ()))

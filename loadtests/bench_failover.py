@@ -33,13 +33,13 @@ def use_member(client: geetcd.Client, member: EtcdMember) -> None:
     """Make the sticky policy's current member ``member`` (benchmark set-up only)."""
     for m in client.cluster_state.members:
         if m.url == member.client_url:
-            client.cluster_state._current = m  # noqa: SLF001
+            client.cluster_state._current = m
             return
     raise RuntimeError(f"{member.client_url} not among {client.endpoints}")
 
 
 def in_use(client: geetcd.Client, cluster: EtcdCluster) -> EtcdMember:
-    current = client.cluster_state._current  # noqa: SLF001
+    current = client.cluster_state._current
     assert current is not None
     return next(m for m in cluster.members if m.client_url == current.url)
 
@@ -49,7 +49,7 @@ def scenario(
 ) -> WorkloadReport:
     leader = cluster.leader()
     followers = [m for m in cluster.members if m is not leader]
-    client = geetcd.Client(cluster.endpoints, timeout=5.0)
+    client = geetcd.Client(cluster.endpoints, timeout=5.0, hedge_delay=0.25 if hedge else None)
     try:
         client.get("warmup")
         target = leader
@@ -81,6 +81,8 @@ def scenario(
             f"writes applied late); {report.summary()}",
             flush=True,
         )
+        if hedge:
+            print(f"  {name}: {client._executor.hedges} hedged reads", flush=True)
         return report
     finally:
         client.close()
@@ -101,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with EtcdCluster(size=3) as cluster:
         for name in args.scenarios.split(","):
-            rows.append((name, scenario(cluster, name, args.greenlets, args.before, args.after,
-                                        args.hedge)))
+            rows.append(
+                (name, scenario(cluster, name, args.greenlets, args.before, args.after, args.hedge))
+            )
     print()
-    print("| scenario | max gap (any) | max read gap | max write gap | read errors | "
-          "write errors | slowest call | stuck |")
+    print(
+        "| scenario | max gap (any) | max read gap | max write gap | read errors | "
+        "write errors | slowest call | stuck |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
         print(

@@ -100,8 +100,15 @@ def floor_ops(endpoint: str) -> dict[str, Callable[[int], object]]:
         return base64.b64encode(f"/bench/k{i % KEYS}".encode()).decode()
 
     def post(path: str, body: bytes) -> bytes:
-        resp = pool.urlopen("POST", path, body=body, headers=headers, retries=False,
-                            timeout=timeout, preload_content=True)
+        resp = pool.urlopen(
+            "POST",
+            path,
+            body=body,
+            headers=headers,
+            retries=False,
+            timeout=timeout,
+            preload_content=True,
+        )
         if resp.status != 200:
             raise RuntimeError(resp.data)
         return resp.data
@@ -154,21 +161,36 @@ def main(argv: list[str] | None = None) -> int:
                 f1 = run("urllib3", floor[name], level, args.seconds / 2)
                 g2 = run("geetcd", ours[name], level, args.seconds / 2)
                 f2 = run("urllib3", floor[name], level, args.seconds / 2)
-                g = Cell("geetcd", g1.ops + g2.ops, g1.seconds + g2.seconds, g1.cpu + g2.cpu,
-                         g1.latencies + g2.latencies)
-                f = Cell("urllib3", f1.ops + f2.ops, f1.seconds + f2.seconds, f1.cpu + f2.cpu,
-                         f1.latencies + f2.latencies)
+                g = Cell(
+                    "geetcd",
+                    g1.ops + g2.ops,
+                    g1.seconds + g2.seconds,
+                    g1.cpu + g2.cpu,
+                    g1.latencies + g2.latencies,
+                )
+                f = Cell(
+                    "urllib3",
+                    f1.ops + f2.ops,
+                    f1.seconds + f2.seconds,
+                    f1.cpu + f2.cpu,
+                    f1.latencies + f2.latencies,
+                )
                 rows.append((name, level, g, f))
-                print(f"  {name} x{level}: geetcd {g.rate:,.0f}/s vs floor {f.rate:,.0f}/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {name} x{level}: geetcd {g.rate:,.0f}/s vs floor {f.rate:,.0f}/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         client.close()
     finally:
         if cluster is not None:
             cluster.stop()
 
     print()
-    print(f"| op | greenlets | geetcd req/s | floor req/s | ratio | geetcd CPU/req | floor CPU/req "
-          f"| CPU ratio | geetcd p50/p99 ms | floor p50/p99 ms |")
+    print(
+        "| op | greenlets | geetcd req/s | floor req/s | ratio | geetcd CPU/req | floor CPU/req "
+        "| CPU ratio | geetcd p50/p99 ms | floor p50/p99 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, level, g, f in rows:
         print(

@@ -121,7 +121,9 @@ class RangeOptions:
     max_create_revision: int = 0
 
 
-def range_body(key: bytes, range_end: bytes | None, opts: RangeOptions | None = None) -> dict[str, Any]:
+def range_body(
+    key: bytes, range_end: bytes | None, opts: RangeOptions | None = None
+) -> dict[str, Any]:
     """The JSON body of a RangeRequest; only non-zero fields are sent."""
     body: dict[str, Any] = {"key": b64(key)}
     if range_end is not None:

@@ -125,7 +125,7 @@ def parse_time_to_live(obj: dict[str, Any], ks: Keyspace | None = None) -> Lease
     namespace is stripped from the others.
     """
     keys: list[bytes] = []
-    raw_keys = obj.get("keys") or ()
+    raw_keys = obj.get("keys") or []
     if not isinstance(raw_keys, list):
         raise MalformedResponse(f"timetolive keys is not a list: {raw_keys!r:.80}")
     prefix = ks.prefix if ks is not None else b""
@@ -148,7 +148,7 @@ def parse_time_to_live(obj: dict[str, Any], ks: Keyspace | None = None) -> Lease
 
 def parse_leases(obj: dict[str, Any]) -> list[int]:
     """The lease IDs of a leases answer (the server's order, which is arbitrary)."""
-    items = obj.get("leases") or ()
+    items = obj.get("leases") or []
     if not isinstance(items, list):
         raise MalformedResponse(f"leases is not a list: {items!r:.80}")
     ids: list[int] = []

@@ -25,6 +25,7 @@ final state is checkable:
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import Counter
@@ -89,7 +90,7 @@ def _max_gap(ends: list[float], since: float, until: float) -> float:
     if not points:
         return until - since
     edges = [since, *points, until]
-    return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(edges))
 
 
 class MixedWorkload:
@@ -197,9 +198,9 @@ class MixedWorkload:
         return WorkloadReport(
             calls=len(window),
             ok=len(ok_ends),
-            errors=dict(errors),  # type: ignore[arg-type]
-            read_errors=dict(read_errors),  # type: ignore[arg-type]
-            write_errors=dict(write_errors),  # type: ignore[arg-type]
+            errors=dict(errors),
+            read_errors=dict(read_errors),
+            write_errors=dict(write_errors),
             max_gap=_max_gap(ok_ends, since, until),
             max_read_gap=_max_gap(read_ends, since, until) if self.read_ratio > 0 else 0.0,
             max_write_gap=_max_gap(write_ends, since, until) if self.read_ratio < 1 else 0.0,

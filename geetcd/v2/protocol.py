@@ -479,7 +479,7 @@ def _member(obj: object) -> MemberInfo:
 
 def parse_members(data: bytes) -> tuple[MemberInfo, ...]:
     """``GET /v2/members``: ids are hex on the wire, ints here (same as v3's)."""
-    members = decode_json(data).get("members") or ()
+    members = decode_json(data).get("members") or []
     if not isinstance(members, list):
         raise MalformedResponse(f"members is not a list: {data[:80]!r}")
     return tuple(_member(m) for m in members)

@@ -295,7 +295,7 @@ class V2Watch:
     def _loop(self) -> None:
         owner = self._owner
         client = owner._client
-        while not self._canceled and not client.closed:
+        while not self._stopped():
             path = watch_request(self.key, self._next_index, recursive=self.recursive).path
             try:
                 response = long_poll(client, owner._monitor, path, None)
@@ -307,7 +307,7 @@ class V2Watch:
                 self._queue.put(resync)
                 continue
             except (ClusterUnavailable, DeadlineExceeded) as exc:
-                if client.closed:
+                if self._stopped():
                     return
                 log.warning("v2 watch on %r: no member usable (%s); still trying", self.key, exc)
                 gevent.sleep(0.5)
@@ -315,10 +315,12 @@ class V2Watch:
             self._next_index = response.node.modified_index + 1
             self._queue.put(response)
 
+    def _stopped(self) -> bool:
+        return self._canceled or self._owner._client.closed
+
     def _resync(self, cleared: EventIndexCleared) -> Resync | None:
         """Read the key again after a 401; None if the client closed meanwhile."""
-        client = self._owner._client
-        while not client.closed:
+        while not self._stopped():
             try:
                 response = self._owner.get(self.key, recursive=self.recursive, sort=True)
             except KeyNotFound as missing:

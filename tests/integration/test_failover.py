@@ -30,7 +30,7 @@ def client_for(cluster: EtcdCluster, **kw: object) -> geetcd.Client:
 def use_member(client: geetcd.Client, member: EtcdMember) -> None:
     client.get("warmup")
     state = client.cluster_state
-    state._current = next(m for m in state.members if m.url == member.client_url)  # noqa: SLF001
+    state._current = next(m for m in state.members if m.url == member.client_url)
 
 
 def state_of(client: geetcd.Client, member: EtcdMember) -> MemberState:
@@ -38,7 +38,10 @@ def state_of(client: geetcd.Client, member: EtcdMember) -> MemberState:
 
 
 def run_fault(
-    cluster: EtcdCluster, client: geetcd.Client, fault: callable, after: float = 4.0  # type: ignore[valid-type]
+    cluster: EtcdCluster,
+    client: geetcd.Client,
+    fault: callable,
+    after: float = 4.0,  # type: ignore[valid-type]
 ) -> MixedWorkload:
     load = MixedWorkload(
         client, greenlets=GREENLETS, prefix=f"/fault/{uuid.uuid4().hex[:8]}/", timeout=6.0
@@ -91,7 +94,9 @@ def test_sigstop_of_the_member_in_use(healed_cluster: EtcdCluster) -> None:
         load = run_fault(healed_cluster, client, follower.pause)
         assert state_of(client, follower) is MemberState.DOWN
         assert isinstance(
-            next(m for m in client.cluster_state.members if m.url == follower.client_url).last_error,
+            next(
+                m for m in client.cluster_state.members if m.url == follower.client_url
+            ).last_error,
             geetcd.ResponseTimeout,
         )
         follower.resume()
@@ -116,8 +121,10 @@ def test_no_quorum_fails_within_the_deadline_then_recovers(healed_cluster: EtcdC
         a.kill()
         b.kill()
         gevent.sleep(2.0)  # the survivor notices it has no leader (~1.4 s)
-        for call in (lambda: client.put("q", "during", timeout=3.0),
-                     lambda: client.get("q", timeout=3.0)):
+        for call in (
+            lambda: client.put("q", "during", timeout=3.0),
+            lambda: client.get("q", timeout=3.0),
+        ):
             started = time.monotonic()
             with pytest.raises(geetcd.EtcdError) as info:
                 call()
@@ -193,3 +200,22 @@ def test_member_list_from_another_cluster_is_refused(healed_cluster: EtcdCluster
             client.cluster_state.apply_member_list(stranger.member_list())
         assert client.cluster_state.cluster_id == bound
         assert client.endpoints == before
+
+
+def test_hedged_read_answers_from_a_second_member_when_the_first_hangs(
+    healed_cluster: EtcdCluster,
+) -> None:
+    follower = healed_cluster.followers()[0]
+    with client_for(healed_cluster, hedge_delay=0.2, attempt_timeout=3.0) as client:
+        client.put("hedge", "v")
+        use_member(client, follower)
+        follower.pause()
+        try:
+            started = time.monotonic()
+            kv = client.get("hedge")
+            took = time.monotonic() - started
+        finally:
+            follower.resume()
+        assert kv is not None and kv.value == b"v"
+        assert took < 2.0, took  # without hedging: the 3 s attempt timeout
+        assert client._executor.hedges >= 1

@@ -110,6 +110,7 @@ class TlsEtcd:
         server_cert: str,
         server_key: str,
         client_cert_auth: bool = False,
+        also_http: bool = False,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         self.directory = directory
@@ -121,17 +122,20 @@ class TlsEtcd:
         self.port = free_port()
         self.peer_port = free_port()
         self.url = f"https://{IP_NAME}:{self.port}"
+        # also_http: the same member also serves plain http (for side-by-side benchmarks)
+        self.http_url = f"http://{IP_NAME}:{free_port()}" if also_http else None
         self.log_path = directory / f"etcd-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
         peer = f"http://{IP_NAME}:{self.peer_port}"
+        urls = ",".join(u for u in (self.url, self.http_url) if u)
         command = [
             find_etcd_binary(),
             f"--name=tls{self.port}",
             f"--data-dir={self.directory / f'data-{self.port}'}",
-            f"--listen-client-urls={self.url}",
-            f"--advertise-client-urls={self.url}",
+            f"--listen-client-urls={urls}",
+            f"--advertise-client-urls={urls}",
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=tls{self.port}={peer}",

@@ -36,7 +36,11 @@ class FakeProbe:
 def make_state(probe: FakeProbe, **kw: object) -> tuple[ClusterState, gevent.pool.Group]:
     group = gevent.pool.Group()
     state = ClusterState(
-        URLS, probe=probe, group=group, bench_backoff=ConstantBackoff(0.02), **kw  # type: ignore[arg-type]
+        URLS,
+        probe=probe,
+        group=group,
+        bench_backoff=ConstantBackoff(0.02),
+        **kw,  # type: ignore[arg-type]
     )
     return state, group
 
