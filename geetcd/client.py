@@ -105,6 +105,7 @@ class Client:
             sync_after_failure=len(urls) > 1 or sync_on_start,
             on_state_change=on_state_change,
             on_member_removed=self._member_removed,
+            pool_usage=self._transport.pool_usage,
         )
         self._executor = Executor(
             self._cluster,

@@ -163,6 +163,7 @@ class ClusterState:
         sync_after_failure: bool = True,
         on_state_change: Callable[[StateChange], None] | None = None,
         on_member_removed: Callable[[Member], None] | None = None,
+        pool_usage: Callable[[str], tuple[int, int]] | None = None,
         clock: Callable[[], float] = _monotonic,
     ) -> None:
         if not isinstance(policy, PickPolicy):
@@ -179,6 +180,7 @@ class ClusterState:
         self._sync_after_failure = sync_after_failure and fetch_members is not None
         self._on_state_change = on_state_change
         self._on_member_removed = on_member_removed
+        self._pool_usage = pool_usage
         self._clock = clock
         self._current: Member | None = None
         self._rr = itertools.count()
@@ -192,7 +194,12 @@ class ClusterState:
 
     def __repr__(self) -> str:
         lines = [f"<ClusterState policy={self.policy.value} cluster_id={self.cluster_id}"]
-        lines.extend(f"  {m!r}" for m in self.members)
+        for m in self.members:
+            if self._pool_usage is not None:
+                used, size = self._pool_usage(m.url)
+                lines.append(f"  {m!r} pool={used}/{size}")
+            else:
+                lines.append(f"  {m!r}")
         return "\n".join(lines) + ">"
 
     # ------------------------------------------------------------------ picking

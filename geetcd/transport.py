@@ -328,7 +328,8 @@ class Transport:
         pool = self._pools.get(url)
         if pool is None or pool.pool is None:
             return 0, self.maxsize
-        return self.maxsize - pool.pool.qsize() if self.maxsize else 0, self.maxsize
+        idle_or_unopened = pool.pool.qsize()
+        return self.maxsize - idle_or_unopened, self.maxsize
 
     def request(
         self,

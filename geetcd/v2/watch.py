@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
@@ -148,7 +149,11 @@ def _poll_member(
 
 
 def long_poll(
-    client: V3Client, monitor: LivenessMonitor, path: str, deadline: float | None
+    client: V3Client,
+    monitor: LivenessMonitor,
+    path: str,
+    deadline: float | None,
+    on_member: Callable[[Member], None] | None = None,
 ) -> Response:
     """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
 
@@ -158,7 +163,7 @@ def long_poll(
     (refused, broken, hung, transient error answer) is benched and the same wait is sent to
     another one. Deterministic error answers (EventIndexCleared, ...) are raised as is.
     The stream is always closed (never pooled while live), also when the calling greenlet
-    is killed.
+    is killed. ``on_member`` is told each member a wait is sent to.
     """
     executor = client._executor
     cluster = client._cluster
@@ -171,6 +176,8 @@ def long_poll(
             member = cluster.pick(pick_deadline, tried)
         except ClusterUnavailable as exc:
             raise exc from last
+        if on_member is not None:
+            on_member(member)
         try:
             return _poll_member(client, monitor, member, path, deadline)
         except EtcdError as exc:
@@ -213,6 +220,7 @@ class V2Watch:
         self._queue: gevent.queue.Queue[_Item] = gevent.queue.Queue(maxsize=buffer)
         self._canceled = False
         self._ended: _End | None = None
+        self._serving: str | None = None
         self._greenlet = owner._client.spawn(self._run)
 
     def __repr__(self) -> str:
@@ -220,13 +228,18 @@ class V2Watch:
         rec = " recursive" if self.recursive else ""
         return (
             f"<V2Watch {self.key!r}{rec} next_index={self._next_index} "
-            f"buffered={self._queue.qsize()} {state}>"
+            f"buffered={self._queue.qsize()} serving={self._serving} {state}>"
         )
 
     @property
     def next_index(self) -> int:
         """The ``waitIndex`` of the next poll (last delivered index + 1)."""
         return self._next_index
+
+    @property
+    def serving(self) -> str | None:
+        """The URL of the member the current (or last) poll was sent to; None before any."""
+        return self._serving
 
     @property
     def canceled(self) -> bool:
@@ -298,7 +311,7 @@ class V2Watch:
         while not self._stopped():
             path = watch_request(self.key, self._next_index, recursive=self.recursive).path
             try:
-                response = long_poll(client, owner._monitor, path, None)
+                response = long_poll(client, owner._monitor, path, None, self._on_member)
             except EventIndexCleared as exc:
                 resync = self._resync(exc)
                 if resync is None:
@@ -314,6 +327,9 @@ class V2Watch:
                 continue
             self._next_index = response.node.modified_index + 1
             self._queue.put(response)
+
+    def _on_member(self, member: Member) -> None:
+        self._serving = member.url
 
     def _stopped(self) -> bool:
         return self._canceled or self._owner._client.closed
