@@ -268,9 +268,15 @@ class Executor:
         cluster = self.cluster
         transport = self.transport
         while True:
+            if len(tried) >= len(cluster.members):
+                # Every member failed this call once already: back off before another round.
+                sleep_until(deadline, retry.delay())
             try:
                 member = cluster.pick(deadline, tried)
             except ClusterUnavailable as exc:
+                if last is None:  # no attempt of ours: chain the newest member error seen
+                    errors = [m.last_error for m in cluster.members if m.last_error]
+                    raise exc from (errors[-1] if errors else None)
                 raise exc from last
             remaining = deadline - _monotonic()
             if remaining <= 0:

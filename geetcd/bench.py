@@ -264,6 +264,15 @@ def _progress_line(data: dict[str, Any], state: _Progress) -> str:
     )
 
 
+def _echo(line: str) -> bool:
+    """Whether a line of locust's log is shown on the console: errors, and the warnings of
+    the locustfiles (``loadtests.*`` loggers, e.g. the failover schedule). The clients'
+    own warnings (members going down and up) stay in ``locust.log``."""
+    if "/ERROR/" in line or "/CRITICAL/" in line:
+        return True
+    return "/WARNING/loadtests." in line
+
+
 def run_locust(command: list[str], env: dict[str, str], options: Options) -> int:
     """Run locust, stream progress lines and warnings, keep its output in ``locust.log``.
 
@@ -304,7 +313,7 @@ def run_locust(command: list[str], env: dict[str, str], options: Options) -> int
                     print(_progress_line(json.loads(line[len(PROGRESS_MARK) :]), state))
                     continue
                 log.write(line)
-                if "/WARNING/" in line or "/ERROR/" in line or "/CRITICAL/" in line:
+                if _echo(line):
                     print("  " + line.rstrip().split("] ", 1)[-1])
         except KeyboardInterrupt:
             print("  interrupted: stopping locust (it still writes its reports)")
@@ -741,7 +750,7 @@ def _panel(
         canvas.line(
             right + 20, legend_y + 7, right + 44, legend_y + 7, s.color, width=3, dash=s.dash
         )
-        canvas.text(right + 52, legend_y, s.label[:22], _BLACK, 2)
+        canvas.text(right + 52, legend_y, s.label[:26], _BLACK, 2)
         legend_y += 22
 
 
@@ -778,8 +787,10 @@ def draw_chart(history_csv: Path, png: Path, title: str) -> None:
 
     Top: ops/s of each request type and name (from the growth of its request count), of all
     requests together and of failures. Bottom: each one's p50 (solid) and p99 (dashed), from
-    locust's sliding 10 s window (whole ms below 100 ms). Entries with fewer than 10 requests
-    are left out. Raises OSError when the CSV cannot be read or the PNG written.
+    locust's sliding 10 s window (whole ms below 100 ms; zeros, which locust writes before
+    the window has samples, are left out). Entries whose request count changed fewer than
+    3 times (one-off requests such as opening watches) are left out. Raises OSError when the
+    CSV cannot be read or the PNG written.
     """
     history = _history(history_csv)
     stamps = [_number(r["Timestamp"]) for rows in history.values() for r in rows]
@@ -793,21 +804,21 @@ def draw_chart(history_csv: Path, png: Path, title: str) -> None:
     ]
     latency: list[Series] = []
     entries = sorted(k for k in history if k != ("", "Aggregated"))
-    shown = [k for k in entries if (_number(history[k][-1]["Total Request Count"]) or 0.0) >= 10]
+    shown = [k for k in entries if len({r["Total Request Count"] for r in history[k]}) >= 3]
     for index, key in enumerate(shown):
         color = _PALETTE[index % len(_PALETTE)]
         rows = history[key]
-        label = key[1] if key[1] == key[0] else f"{key[0]} {key[1]}"
+        label = key[1] if key[1].startswith(key[0]) else f"{key[0]} {key[1]}"
         throughput.append(Series(label, _rate(rows, "Total Request Count", t0), color, 2))
         for column, dash, suffix in (("50%", 0, " p50"), ("99%", 6, " p99")):
             points = [
                 (t - t0, value)
                 for r in rows
                 if (t := _number(r["Timestamp"])) is not None
-                and (value := _number(r[column])) is not None
+                and (value := _number(r[column]))  # 0: locust's window had no sample yet
             ]
             latency.append(Series(label + suffix, points, color, 2, dash))
-    canvas = Canvas(1100, 760)
+    canvas = Canvas(1180, 760)
     canvas.text(30, 16, title, _BLACK, 2)
     _panel(canvas, (110, 90, 800, 380), "throughput (ops/s)", throughput, x_max)
     _panel(canvas, (110, 450, 800, 700), "latency (ms)", latency, x_max)

@@ -60,7 +60,8 @@ class ExponentialBackoff:
 
     def compute(self, attempt: int) -> float:
         """Returns a delay in ``[d/2, d]`` (or exactly ``d`` without jitter), ``d <= cap``."""
-        delay = float(min(self.cap, self.base * (2 ** max(0, attempt - 1))))
+        exponent = min(max(0, attempt - 1), 64)  # 2**64 * base is past any sane cap
+        delay = float(min(self.cap, self.base * (2**exponent)))
         if not self.jitter:
             return delay
         return delay / 2 + random.uniform(0.0, delay / 2)

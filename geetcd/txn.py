@@ -77,7 +77,7 @@ class Compare:
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, key: object, target: _Target, range_end: object = None) -> None:
-        to_bytes(key, "key")
+        _check_key(key)
         if range_end is not None:
             to_bytes(range_end, "range_end")
         self._key = key
@@ -195,6 +195,11 @@ class OpTxn:
 TxnOp: TypeAlias = OpGet | OpPut | OpDelete | OpTxn
 
 
+def _check_key(key: object) -> None:
+    """InvalidType for a non-str/bytes key, InvalidArgument for an empty one."""
+    Keyspace().key(key)
+
+
 def lease_id(lease: object) -> int:
     """A lease id from an int or any object with an int ``id`` (a Lease); 0 means none."""
     if lease is None:
@@ -216,8 +221,9 @@ class Op:
         keys_only: bool = False,
         count_only: bool = False,
     ) -> OpGet:
-        """A range read; validated now."""
-        to_bytes(key, "key")
+        """A range read; validated now (an empty key only with ``prefix=True``)."""
+        if not prefix:
+            _check_key(key)
         options = RangeOptions(
             limit=check_int(limit, "limit"),
             keys_only=check_bool(keys_only, "keys_only"),
@@ -228,15 +234,16 @@ class Op:
     @staticmethod
     def put(key: object, value: object, *, lease: object = None, prev_kv: bool = False) -> OpPut:
         """A put; validated now."""
-        to_bytes(key, "key")
+        _check_key(key)
         return OpPut(key, to_bytes(value, "value"), lease_id(lease), check_bool(prev_kv, "prev_kv"))
 
     @staticmethod
     def delete(
         key: object, range_end: object = None, *, prefix: bool = False, prev_kv: bool = False
     ) -> OpDelete:
-        """A delete-range; validated now."""
-        to_bytes(key, "key")
+        """A delete-range; validated now (an empty key only with ``prefix=True``)."""
+        if not prefix:
+            _check_key(key)
         return OpDelete(
             key, range_end, check_bool(prefix, "prefix"), check_bool(prev_kv, "prev_kv")
         )

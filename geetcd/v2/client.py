@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 from geetcd._executor import check_timeout
@@ -148,6 +149,8 @@ class Client:
             return
         self._closed = True
         self._cancel_watches()
+        with suppress(ValueError):
+            self._client._on_close.remove(self._cancel_watches)
         if self._owns:
             self._client.close()
 
@@ -311,7 +314,8 @@ class Client:
         """Set (or with None remove) the TTL of an existing directory.
 
         etcd 3.5.1 refuses this for every directory with errorCode 300 (``InternalError``,
-        cause ``nodePath ... : Not a file``): a server bug, raised as is.
+        cause ``nodePath ... : Not a file``): a server bug, raised as is. On a plain key it
+        succeeds and empties the value (etcd's behaviour, kept).
         """
         return self._send(proto.update_dir_request(key, ttl), timeout)
 

@@ -7,7 +7,7 @@ keys. Compaction is global to a server, so the compaction tests use a private et
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -239,6 +239,7 @@ def test_range_revision_filters(etcd_client: geetcd.Client) -> None:
     assert keys(min_create_revision=r_b) == [b"f/b", b"f/c"]
     assert keys(max_create_revision=r_b) == [b"f/a", b"f/b"]
     assert keys(min_create_revision=r_b, max_create_revision=r_b) == [b"f/b"]
+    assert keys(max_create_revision=r_a) == [b"f/a"]
     assert keys(min_mod_revision=r_a2 + 1) == []
 
 
@@ -299,7 +300,9 @@ def test_put_ignore_value(etcd_client: geetcd.Client) -> None:
 
 
 def test_put_with_lease(etcd_client: geetcd.Client) -> None:
-    lease_id = etcd_client._call("/lease/grant", {"TTL": 30}, lambda o: int(o["ID"]), False, None, None)
+    lease_id = etcd_client._call(
+        "/lease/grant", {"TTL": 30}, lambda o: int(o["ID"]), False, None, None
+    )
     assert lease_id > 0
     try:
         etcd_client.put("leased", "v", lease=lease_id)
@@ -582,7 +585,11 @@ def test_bad_values_raise_invalid_argument(etcd_client: geetcd.Client, call: Any
 def test_unreachable_endpoint_raises_within_its_timeout() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    for call in (lambda c: c.get("k"), lambda c: c.put("k", "v")):
+    calls: list[Callable[[geetcd.Client], object]] = [
+        lambda c: c.get("k"),
+        lambda c: c.put("k", "v"),
+    ]
+    for call in calls:
         client = geetcd.Client(url, timeout=1.5)
         try:
             started = time.monotonic()

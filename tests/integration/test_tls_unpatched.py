@@ -1,8 +1,9 @@
 """TLS is cooperative without monkey patching: a fresh interpreter that never patches runs 100
 greenlets of TLS requests against a real https etcd member while a ticker greenlet ticks.
 
-If any socket, TLS handshake or pool wait blocked the hub, the requests could not overlap
-(each greenlet would finish its call before another one started) and the ticker would stall.
+If a socket or TLS operation blocked the hub, the requests could not overlap (each greenlet
+would finish its call before another one started), and one greenlet stuck in a TLS handshake
+with a silent member would freeze every other greenlet and the ticker.
 """
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ CHILD = textwrap.dedent(
     import geetcd
 
     url, ca_file = sys.argv[1], sys.argv[2]
-    GREENLETS, CALLS = 100, 20
-    client = geetcd.Client(url, tls=geetcd.TLS(ca_file=ca_file), maxsize=16, timeout=30)
+    GREENLETS, CALLS, PAUSE = 100, 10, 0.15
+    tls = geetcd.TLS(ca_file=ca_file)
+    client = geetcd.Client(url, tls=tls, maxsize=GREENLETS, timeout=30)
     client.put("unpatched/k", "v")
-    ticks = []
+    # A member that accepts TCP connections but never answers the TLS handshake.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    hung = geetcd.Client(
+        f"https://127.0.0.1:{silent.getsockname()[1]}",
+        tls=tls, timeout=1.5, attempt_timeout=1.5, connect_timeout=1.5,
+    )
+    ticks, done = [], []
     state = {"inflight": 0, "peak": 0, "running": True}
 
     def ticker():
@@ -46,28 +56,46 @@ CHILD = textwrap.dedent(
                 assert client.get("unpatched/k").value == b"v"
             finally:
                 state["inflight"] -= 1
+            done.append(time.monotonic())
+            gevent.sleep(PAUSE)
+
+    def handshake_that_never_ends():
+        started = time.monotonic()
+        try:
+            hung.get("k")
+        except geetcd.EtcdError as exc:
+            return started, time.monotonic(), type(exc).__name__
+        return started, time.monotonic(), "no error"
 
     tick = gevent.spawn(ticker)
-    gevent.sleep(0)
+    gevent.sleep(0.05)
     started = time.monotonic()
-    gevent.joinall([gevent.spawn(worker, i) for i in range(GREENLETS)], raise_error=True)
+    workers = [gevent.spawn(worker, i) for i in range(GREENLETS)]
+    gevent.sleep(0.2)
+    stuck = gevent.spawn(handshake_that_never_ends)
+    gevent.joinall(workers + [stuck], raise_error=True)
     elapsed = time.monotonic() - started
     state["running"] = False
     tick.join()
-    during = [t for t in ticks if started <= t <= started + elapsed]
+    hung_from, hung_to, hung_error = stuck.value
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     print(json.dumps({
         "patched": gevent.monkey.is_anything_patched(),
-        "stdlib_socket": socket.socket.__module__,
-        "stdlib_ssl": ssl.SSLContext.__module__,
-        "calls": GREENLETS * CALLS,
+        "socket_module": socket.socket.__module__,
+        "ssl_module": ssl.SSLContext.__module__,
+        "calls": len(done),
         "elapsed": elapsed,
-        "ticks_during": len(during),
-        "max_gap": max(gaps) if gaps else None,
+        "ticks": len([t for t in ticks if started <= t <= started + elapsed]),
+        "max_gap": max(gaps),
         "peak_inflight": state["peak"],
-        "tls_pools": sorted(type(p).__mro__[1].__name__ for p in client._transport._pools.values()),
+        "hung_seconds": hung_to - hung_from,
+        "hung_error": hung_error,
+        "calls_while_hung": len([t for t in done if hung_from < t < hung_to]),
+        "ticks_while_hung": len([t for t in ticks if hung_from < t < hung_to]),
+        "pools": sorted(type(p).__mro__[1].__name__ for p in client._transport._pools.values()),
     }))
     client.close()
+    hung.close()
     """
 )
 
@@ -94,11 +122,16 @@ def test_100_greenlets_over_tls_without_monkey_patching(server: tuple[TlsEtcd, P
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["patched"] is False
-    assert result["stdlib_socket"] == "socket"  # the real, unpatched stdlib classes
-    assert result["stdlib_ssl"] == "ssl"
-    assert result["tls_pools"] == ["HTTPSConnectionPool"]
-    # the requests overlapped: many greenlets were inside a call at the same time
+    assert result["socket_module"] == "socket"  # the real, unpatched stdlib classes
+    assert result["ssl_module"] == "ssl"
+    assert result["pools"] == ["HTTPSConnectionPool"]
+    assert result["calls"] == 1000
+    # the requests overlapped: most greenlets were inside a TLS call at the same time
     assert result["peak_inflight"] >= 50, result
-    # the ticker kept running during the whole run
-    assert result["ticks_during"] >= 20, result
-    assert result["max_gap"] < 1.0, result
+    # one greenlet stuck in a TLS handshake that never completes did not stop the others
+    assert result["hung_seconds"] >= 1.0, result
+    assert result["hung_error"] != "no error", result
+    assert result["calls_while_hung"] >= 100, result
+    # and the ticker kept ticking, also during that handshake
+    assert result["ticks"] >= 50, result
+    assert result["ticks_while_hung"] >= 10, result

@@ -3,23 +3,33 @@
 Usage: python unpatched_worker.py ENDPOINT [GREENLETS] [OPS_PER_GREENLET]
 
 200 greenlets share one geetcd.Client and do gets and puts while a ticker greenlet sleeps
-5 ms at a time. If any socket operation blocked the hub, requests would not overlap and the
-ticker would see a long gap. Prints one JSON object on stdout:
+5 ms at a time. Meanwhile 5 greenlets call a "hung member": a socket that listens but never
+answers (TCP connect succeeds, no byte comes back), through a second client whose attempts
+time out after HUNG_TIMEOUT seconds. If any socket operation blocked the hub, requests would
+not overlap and the ticker would see a gap of at least HUNG_TIMEOUT. Prints one JSON object:
 
     {"patched": false, "ticks": N, "max_tick_gap": s, "max_inflight": N,
-     "max_pool_in_use": N, "ops": N, "errors": [...], "elapsed": s}
+     "max_pool_in_use": N, "ops": N, "errors": [...], "elapsed": s,
+     "hung_errors": [exception class names], "hung_max_elapsed": s}
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import gevent
 import gevent.monkey
 
 import geetcd
+
+T = TypeVar("T")
+HUNG_TIMEOUT = 2.0
+HUNG_CALLS = 5
 
 
 def main() -> int:
@@ -30,13 +40,24 @@ def main() -> int:
     assert not gevent.monkey.is_module_patched("ssl"), "ssl must not be patched"
 
     client = geetcd.Client(endpoint, namespace=f"/geetcd-test/unpatched-{time.time_ns()}/")
+    silent = socket.socket()  # the stdlib socket: nothing here is patched
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # never accept(): the kernel completes the handshake, nobody answers
+    hung_client = geetcd.Client(
+        f"http://127.0.0.1:{silent.getsockname()[1]}",
+        timeout=HUNG_TIMEOUT,
+        attempt_timeout=HUNG_TIMEOUT,
+        connect_timeout=1.0,
+    )
+    hung_errors: list[str] = []
+    hung_elapsed: list[float] = []
     state = {"inflight": 0, "max_inflight": 0, "max_pool_in_use": 0, "ops": 0}
     errors: list[str] = []
     ticks = 0
     max_gap = 0.0
     running = True
 
-    def tracked(fn, *args):  # type: ignore[no-untyped-def]
+    def tracked(fn: Callable[..., T], *args: object) -> T:
         state["inflight"] += 1
         state["max_inflight"] = max(state["max_inflight"], state["inflight"])
         try:
@@ -69,20 +90,34 @@ def main() -> int:
         except Exception as exc:  # reported in the JSON, never swallowed
             errors.append(f"greenlet {i}: {exc!r}")
 
+    def hung_caller() -> None:
+        started = time.monotonic()
+        try:
+            hung_client.get("k")
+        except geetcd.EtcdError as exc:  # the expected outcome, reported in the JSON
+            hung_errors.append(type(exc).__name__)
+        else:
+            errors.append("a call to the silent member returned")
+        hung_elapsed.append(time.monotonic() - started)
+
     tick = gevent.spawn(ticker)
     gevent.sleep(0.02)  # the ticker is running before the load starts
     started = time.monotonic()
-    workers = [gevent.spawn(worker, i) for i in range(greenlets)]
-    finished = gevent.joinall(workers, timeout=60)
+    everyone: list[gevent.Greenlet[..., None]] = []
+    everyone.extend(gevent.spawn(hung_caller) for _ in range(HUNG_CALLS))
+    everyone.extend(gevent.spawn(worker, i) for i in range(greenlets))
+    finished = gevent.joinall(everyone, timeout=60)
     elapsed = time.monotonic() - started
     running = False
     tick.join(timeout=1)
-    if len(finished) != greenlets:
-        errors.append(f"{greenlets - len(finished)} greenlets did not finish in 60 s")
+    if len(finished) != greenlets + HUNG_CALLS:
+        errors.append(f"{greenlets + HUNG_CALLS - len(finished)} greenlets did not finish in 60 s")
     try:
         client.delete("", prefix=True)
     finally:
         client.close()
+        hung_client.close()
+        silent.close()
 
     print(
         json.dumps(
@@ -95,6 +130,8 @@ def main() -> int:
                 "ops": state["ops"],
                 "errors": errors[:20],
                 "elapsed": elapsed,
+                "hung_errors": hung_errors,
+                "hung_max_elapsed": max(hung_elapsed, default=0.0),
             }
         )
     )

@@ -100,7 +100,15 @@ TABLE: list[tuple[str, int, int, str, type[E.EtcdError], bool, bool]] = [
         False,
         False,
     ),
-    ("lease TTL too large", 400, 11, "etcdserver: too large lease TTL", E.LeaseTTLTooLarge, False, False),
+    (
+        "lease TTL too large",
+        400,
+        11,
+        "etcdserver: too large lease TTL",
+        E.LeaseTTLTooLarge,
+        False,
+        False,
+    ),
     (
         "unknown lease",
         404,
@@ -130,7 +138,15 @@ TABLE: list[tuple[str, int, int, str, type[E.EtcdError], bool, bool]] = [
         False,
         True,
     ),
-    ("permission denied", 403, 7, "etcdserver: permission denied", E.PermissionDenied, False, False),
+    (
+        "permission denied",
+        403,
+        7,
+        "etcdserver: permission denied",
+        E.PermissionDenied,
+        False,
+        False,
+    ),
     (
         "auth not enabled",
         400,

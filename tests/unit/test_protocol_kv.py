@@ -232,9 +232,7 @@ def test_parse_txn_success_with_typed_responses() -> None:
 def test_parse_txn_failed_compare_has_no_succeeded_field() -> None:
     obj = {
         "header": H,
-        "responses": [
-            {"response_range": {"header": {"revision": "12"}, "kvs": [{"key": "dHg="}]}}
-        ],
+        "responses": [{"response_range": {"header": {"revision": "12"}, "kvs": [{"key": "dHg="}]}}],
     }
     response = parse_txn(wire(obj))
     assert response.succeeded is False
@@ -506,3 +504,65 @@ def test_parse_member_list_field_names() -> None:
 
 def test_parse_member_list_without_members() -> None:
     assert parse_member_list({"header": H}).members == ()
+
+
+# ---------------------------------------------------------------------------- §3.0 quirks seen
+# in watch and lease messages (their owners test the rest; these pin the shared wire rules)
+def test_watch_message_omitted_fields() -> None:
+    from geetcd.models import EventType
+    from geetcd.protocol.watch import WatchDecoder, parse_watch_response
+
+    created = parse_watch_response(wire({"header": H, "created": True}))
+    assert created.watch_id == 0  # the first watch of a stream: no watch_id at all
+    assert created.created and not created.canceled and created.events == ()
+    put_then_delete = {
+        "header": H,
+        "events": [
+            {"kv": {"key": "dzE=", "create_revision": "17", "mod_revision": "17", "version": "1"}},
+            {"type": "DELETE", "kv": {"key": "dzE=", "mod_revision": "19"}},
+        ],
+    }
+    response = parse_watch_response(wire(put_then_delete))
+    put, delete = response.events
+    assert put.type is EventType.PUT  # PUT events carry no "type"
+    assert put.prev_kv is None
+    assert delete.type is EventType.DELETE and delete.kv == KeyValue(b"w1", mod_revision=19)
+    assert parse_watch_response(wire({"header": H, "watch_id": "-1"})).watch_id == -1
+    # a compaction cancel's header has no revision
+    cancel = parse_watch_response(
+        wire(
+            {
+                "header": {"cluster_id": "1", "member_id": "2", "raft_term": "2"},
+                "canceled": True,
+                "compact_revision": "6",
+            }
+        )
+    )
+    assert cancel.header.revision == 0 and cancel.compact_revision == 6
+    # the stream error shape arrives last, without a trailing newline
+    decoder = WatchDecoder()
+    items = decoder.feed(b'{"result":{"header":{"revision":"5"},"created":true}}\n')
+    items += decoder.feed(
+        b'{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader",'
+        b'"http_status":"Service Unavailable"}}'
+    )
+    items += decoder.end()
+    assert [type(item).__name__ for item in items] == ["WatchResponse", "NoLeader"]
+
+
+def test_lease_field_names_are_upper_case() -> None:
+    from geetcd.protocol.lease import grant_body, parse_grant, parse_time_to_live
+
+    body = grant_body(30)
+    assert body == {"TTL": 30} and "ttl" not in body  # "ttl" would be silently ignored
+    assert grant_body(20, 1234) == {"TTL": 20, "ID": 1234}
+    header, lease_id, ttl = parse_grant(
+        wire({"header": H, "ID": "7282217346993512239", "TTL": "30"})
+    )
+    assert lease_id == 7282217346993512239 and ttl == 30 and header.revision == 12
+    info = parse_time_to_live(
+        wire({"header": H, "ID": "1234", "TTL": "19", "grantedTTL": "20", "keys": ["bGVhc2VkMQ=="]})
+    )
+    assert (info.id, info.ttl, info.granted_ttl, info.keys) == (1234, 19, 20, (b"leased1",))
+    gone = parse_time_to_live(wire({"header": H, "ID": "999", "TTL": "-1"}))
+    assert gone.ttl == -1 and gone.granted_ttl == 0 and gone.keys == ()

@@ -11,7 +11,7 @@ import pytest
 from geetcd import Compare, Comparison, Op
 from geetcd.errors import InvalidArgument, InvalidType, TooManyOperations
 from geetcd.protocol.codec import Keyspace, b64, encode_json
-from geetcd.txn import OpDelete, OpGet, OpPut, OpTxn, check_txn, lease_id, txn_body
+from geetcd.txn import OpDelete, OpGet, OpPut, OpTxn, TxnOp, check_txn, lease_id, txn_body
 
 PLAIN = Keyspace()
 NS = Keyspace(b"/ns/")
@@ -80,10 +80,11 @@ def test_compare_with_range_end(
 
 def test_reflected_comparisons_keep_their_meaning() -> None:
     # 0 < version  <=>  version > 0
-    reflected = 0 < Compare.version("k")
+    reflected = 0 < Compare.version("k")  # noqa: SIM300 - the reflected form is the test
     assert isinstance(reflected, Comparison) and reflected.result == "GREATER"
-    assert (5 > Compare.mod_revision("k")).result == "LESS"
-    assert (0 == Compare.create_revision("k")).result == "EQUAL"
+    assert (5 > Compare.mod_revision("k")).result == "LESS"  # noqa: SIM300
+    equal: Any = 0 == Compare.create_revision("k")  # noqa: SIM300
+    assert equal.result == "EQUAL"
 
 
 def test_value_compare_accepts_str_and_bytes() -> None:
@@ -191,16 +192,16 @@ def test_op_delete() -> None:
     "build",
     [
         lambda: Op.get(1),
-        lambda: Op.get("k", limit="5"),
-        lambda: Op.get("k", keys_only="true"),
-        lambda: Op.get("k", prefix=1),
+        lambda: Op.get("k", limit="5"),  # type: ignore[arg-type]
+        lambda: Op.get("k", keys_only="true"),  # type: ignore[arg-type]
+        lambda: Op.get("k", prefix=1),  # type: ignore[arg-type]
         lambda: Op.put(1, "v"),
         lambda: Op.put("k", 1),
         lambda: Op.put("k", None),
         lambda: Op.put("k", "v", lease="12"),
-        lambda: Op.put("k", "v", prev_kv="yes"),
+        lambda: Op.put("k", "v", prev_kv="yes"),  # type: ignore[arg-type]
         lambda: Op.delete(None),
-        lambda: Op.delete("k", prev_kv=0),
+        lambda: Op.delete("k", prev_kv=0),  # type: ignore[arg-type]
         lambda: Op.txn(["not a compare"]),  # type: ignore[list-item]
         lambda: Op.txn([], [Compare.version("k") == 0]),  # type: ignore[list-item]
         lambda: Op.txn([], [], [("request_put", {})]),  # type: ignore[list-item]
@@ -224,8 +225,8 @@ def test_prefix_and_range_end_together_are_refused_before_sending() -> None:
 # ---------------------------------------------------------------------------- txn body
 def test_txn_body_wire_shape() -> None:
     compare = [Compare.value("tx") == "v1", Compare.create_revision("lock") == 0]
-    success = [Op.put("tx", "v2", prev_kv=True), Op.get("tx")]
-    failure = [Op.get("tx")]
+    success: list[TxnOp] = [Op.put("tx", "v2", prev_kv=True), Op.get("tx")]
+    failure: list[TxnOp] = [Op.get("tx")]
     body = txn_body(*check_txn(compare, success, failure), PLAIN)
     assert body == {
         "compare": [

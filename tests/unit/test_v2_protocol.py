@@ -169,8 +169,12 @@ def test_requests(
         (lambda: proto.refresh_request("/a", None), geetcd.InvalidArgument, "needs a ttl"),
         (lambda: proto.watch_request("/a", 0), geetcd.InvalidArgument, "wait_index"),
         (lambda: proto.watch_request("/a", "5"), geetcd.InvalidType, "wait_index"),
-        (lambda: proto.get_request("/a", recursive=1), geetcd.InvalidType, "recursive"),
-        (lambda: proto.delete_request("/a", recursive="yes"), geetcd.InvalidType, "recursive"),
+        (lambda: proto.get_request("/a", recursive=1), geetcd.InvalidType, "recursive"),  # type: ignore[arg-type]
+        (
+            lambda: proto.delete_request("/a", recursive="yes"),  # type: ignore[arg-type]
+            geetcd.InvalidType,
+            "recursive",
+        ),
     ],
 )
 def test_requests_validate_before_sending(
@@ -279,6 +283,23 @@ def test_error_codes_map_to_classes(
     assert (error.error_code, error.message, error.cause, error.index) == (code, "msg", "/k", 7)
     assert (error.http_status, error.member) == (status, "http://m1")
     assert str(error) == f"msg: /k (errorCode={code}, index=7, member=http://m1, http={status})"
+
+
+def test_exports_match_the_public_surface() -> None:
+    import inspect
+
+    from geetcd.v2 import client, errors, models, watch
+
+    public = {
+        name
+        for module in (client, errors, models, watch)
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj) and obj.__module__ == module.__name__ and not name.startswith("_")
+    }
+    public.discard("LivenessMonitor")  # internal machinery of watch.py
+    assert public <= set(v2.__all__)
+    assert all(hasattr(v2, name) for name in v2.__all__)
+    assert sorted(v2.__all__) == v2.__all__
 
 
 def test_test_failed_is_go_etcds_name_for_compare_failed() -> None:
