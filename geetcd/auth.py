@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import gevent.event
 
+from geetcd._executor import sleep_until
 from geetcd.config import RetryExhausted
 from geetcd.errors import (
     AuthFailed,
@@ -213,6 +214,9 @@ class TokenAuth:
         tried: list[Member] = []
         last: EtcdError | None = None
         while True:
+            if tried and len(tried) >= len(executor.cluster.members):
+                # Every member failed once already: back off before another round.
+                sleep_until(deadline, retry.delay())
             try:
                 member = executor.cluster.pick(deadline, tried)
             except ClusterUnavailable as exc:

@@ -247,8 +247,8 @@ class Stream:
 
     def abort(self) -> None:
         """Wake a reader blocked in read_chunk() (from another greenlet). Never raises."""
-        # RuntimeError/OSError/AttributeError: already released or closed, nothing to wake.
-        with contextlib.suppress(RuntimeError, OSError, AttributeError):
+        # Raised when the response is already released or closed: nothing to wake then.
+        with contextlib.suppress(RuntimeError, OSError, AttributeError, ValueError):
             self._response.shutdown()
 
     def close(self) -> None:

@@ -274,6 +274,22 @@ def test_transient_failure_moves_to_another_member(setup: Setup) -> None:
     assert setup.server.auth_urls[-1] == URLS[1]
 
 
+def test_every_member_refusing_ends_within_the_retry_budget(setup: Setup) -> None:
+    def refuse(url: str) -> None:
+        raise E.ConnectionFailed("refused", member=url)
+
+    setup.server.auth_raise = refuse
+    started = time.monotonic()
+    with pytest.raises((E.ConnectionFailed, E.ClusterUnavailable, E.DeadlineExceeded)):
+        setup.headers(timeout=3.0)
+    assert time.monotonic() - started < 4.0
+    assert 2 <= setup.auth.authentications <= Retry().attempts + 1
+    assert setup.auth.state == "none"  # nothing cached: the next call tries again
+    setup.server.auth_raise = None
+    gevent.sleep(0.2)  # let the prober bring a member back
+    assert setup.headers()["Authorization"] == "tok1"
+
+
 def test_non_transient_error_is_raised_and_not_cached(setup: Setup) -> None:
     def tls(url: str) -> None:
         raise E.TLSError("bad certificate", member=url)
