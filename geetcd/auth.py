@@ -89,7 +89,8 @@ class TokenAuth:
       either :meth:`invalidate` is called with headers that carried no token (a request or
       watch without token was refused, so auth is probably back on), or ``recheck_interval``
       seconds have passed; then the next caller tries to authenticate again (the others keep
-      sending no header meanwhile).
+      sending no header meanwhile). Until then, if another client turned auth back on, calls
+      raise AuthRequired (the request loop retries only InvalidAuthToken).
 
     ``authentications`` counts the authenticate requests sent (for tests and monitoring).
     """
@@ -125,8 +126,8 @@ class TokenAuth:
 
     @property
     def state(self) -> str:
-        """ "token" (holding one), "disabled" (server auth off), "failed" (wrong credentials,
-        cached) or "none" (will authenticate on the next call). No I/O."""
+        """One of "token" (holding one), "disabled" (server auth off), "failed" (wrong
+        credentials, cached) or "none" (authenticates on the next call). No I/O."""
         if self._headers is not None:
             return "token"
         if self._disabled:

@@ -227,13 +227,20 @@ def locust_command(options: Options, endpoints: Sequence[str]) -> list[str]:
     if options.processes is not None:
         from geetcd.testing import free_port
 
+        port = str(free_port())
+        # The forked workers connect with --master-host/--master-port: set both sides, or
+        # the workers look for a master on the default port 5557.
         command += [
             "--processes",
             str(options.processes),
             "--master-bind-host",
             "127.0.0.1",
             "--master-bind-port",
-            str(free_port()),
+            port,
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            port,
         ]
     return command + options.locust_args
 
@@ -246,15 +253,22 @@ def _reader(stream: TextIO, lines: queue.Queue[str | None]) -> None:
 
 @dataclass
 class _Progress:
+    distributed: bool = False
     last_requests: int = 0
     last_elapsed: float = 0.0
 
 
 def _progress_line(data: dict[str, Any], state: _Progress) -> str:
+    """One console line from a progress record. The rate is the growth since the previous
+    line; distributed runs use locust's sliding 10 s rate instead, because workers report
+    to the master only every 3 s."""
     elapsed = float(data.get("elapsed", 0.0))
     requests = int(data.get("requests", 0))
     span = elapsed - state.last_elapsed
-    rate = (requests - state.last_requests) / span if span > 0 else 0.0
+    if state.distributed:
+        rate = float(data.get("rps", 0.0))
+    else:
+        rate = (requests - state.last_requests) / span if span > 0 else 0.0
     state.last_requests, state.last_elapsed = requests, elapsed
     p50, p99 = data.get("p50"), data.get("p99")
     latency = f"p50 {p50} ms  p99 {p99} ms" if p50 is not None else "p50 -  p99 -"
@@ -297,15 +311,15 @@ def run_locust(command: list[str], env: dict[str, str], options: Options) -> int
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True)
         reader.start()
-        state = _Progress()
+        state = _Progress(distributed=options.processes is not None)
         try:
             while True:
+                if time.monotonic() > deadline and proc.poll() is None:
+                    print(f"  locust still runs {_GRACE:.0f} s after the end: stopping it")
+                    _stop(proc)
                 try:
                     line = lines.get(timeout=1.0)
                 except queue.Empty:
-                    if time.monotonic() > deadline and proc.poll() is None:
-                        print(f"  locust still runs {_GRACE:.0f} s after the end: stopping it")
-                        _stop(proc)
                     continue
                 if line is None:
                     break

@@ -198,7 +198,7 @@ def translate(exc: BaseException, url: str, what: str) -> EtcdError:
                 "the server's --trusted-ca-file (etcd --client-cert-auth needs "
                 "TLS(cert_file=..., key_file=...))"
             )
-        elif "WRONG_VERSION_NUMBER" in text or "RECORD_LAYER" in text:
+        elif "WRONG_VERSION_NUMBER" in text:
             why = "the member does not speak TLS (an http:// endpoint?)"
         else:
             why = "handshake failed"

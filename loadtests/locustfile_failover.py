@@ -67,23 +67,37 @@ class _Member:
 def _add_options(parser: Any) -> None:
     group = parser.add_argument_group("geetcd failover")
     group.add_argument(
-        "--fault-action", choices=("pause", "kill"), default="pause",
-        env_var="GEETCD_FAULT_ACTION", help="SIGSTOP (pause) or SIGKILL (kill) (default pause)",
+        "--fault-action",
+        choices=("pause", "kill"),
+        default="pause",
+        env_var="GEETCD_FAULT_ACTION",
+        help="SIGSTOP (pause) or SIGKILL (kill) (default pause)",
     )
     group.add_argument(
-        "--fault-target", choices=("leader", "follower"), default="leader",
-        env_var="GEETCD_FAULT_TARGET", help="which member to hit (default leader)",
+        "--fault-target",
+        choices=("leader", "follower"),
+        default="leader",
+        env_var="GEETCD_FAULT_TARGET",
+        help="which member to hit (default leader)",
     )
     group.add_argument(
-        "--fault-at", type=float, default=5.0, env_var="GEETCD_FAULT_AT",
+        "--fault-at",
+        type=float,
+        default=5.0,
+        env_var="GEETCD_FAULT_AT",
         help="seconds after the start of the run (default 5)",
     )
     group.add_argument(
-        "--fault-duration", type=float, default=5.0, env_var="GEETCD_FAULT_DURATION",
+        "--fault-duration",
+        type=float,
+        default=5.0,
+        env_var="GEETCD_FAULT_DURATION",
         help="seconds a paused member stays paused (default 5)",
     )
     group.add_argument(
-        "--failover-prefix", default="/geetcd-bench/failover/", env_var="GEETCD_FAILOVER_PREFIX",
+        "--failover-prefix",
+        default="/geetcd-bench/failover/",
+        env_var="GEETCD_FAILOVER_PREFIX",
         help="namespace of every key (default /geetcd-bench/failover/)",
     )
 
@@ -184,7 +198,9 @@ class _Fault:
                     continue
                 self.recovered = True
                 self._report(f"first write after {what}", since)
-                log.warning("fault: first write %.2f s after the %s", time.monotonic() - since, what)
+                log.warning(
+                    "fault: first write %.2f s after the %s", time.monotonic() - since, what
+                )
                 return
         error = RuntimeError(f"no write succeeded within {_RECOVERY_LIMIT} s: {last}")
         self._report(f"first write after {what}", since, error)
@@ -201,8 +217,9 @@ class _Fault:
                     gevent.sleep(0.05)
                     continue
                 self._report("resumed member answers", since)
-                log.warning("fault: %s answers %.2f s after SIGCONT", member.name,
-                            time.monotonic() - since)
+                log.warning(
+                    "fault: %s answers %.2f s after SIGCONT", member.name, time.monotonic() - since
+                )
                 return
         self._report("resumed member answers", since, RuntimeError("it never answered"))
 
@@ -256,9 +273,12 @@ def _stop_fault(environment: Environment, **_: Any) -> None:
         else:
             environment.process_exit_code = 0  # errors during the fault are expected
     if is_coordinator(environment) and environment.host:
-        with contextlib.suppress(EtcdError), Client(
-            environment.host, namespace=parsed_options(environment).failover_prefix, timeout=5.0
-        ) as client:
+        with (
+            contextlib.suppress(EtcdError),
+            Client(
+                environment.host, namespace=parsed_options(environment).failover_prefix, timeout=5.0
+            ) as client,
+        ):
             client.delete_prefix("")
 
 

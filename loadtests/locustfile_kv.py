@@ -33,19 +33,30 @@ log = logging.getLogger("loadtests.kv")
 def _add_options(parser: Any) -> None:
     group = parser.add_argument_group("geetcd KV mix")
     group.add_argument(
-        "--kv-read-ratio", type=float, default=0.8, env_var="GEETCD_KV_READ_RATIO",
+        "--kv-read-ratio",
+        type=float,
+        default=0.8,
+        env_var="GEETCD_KV_READ_RATIO",
         help="share of gets among operations, 0..1 (default 0.8)",
     )
     group.add_argument(
-        "--kv-keys", type=int, default=1000, env_var="GEETCD_KV_KEYS",
+        "--kv-keys",
+        type=int,
+        default=1000,
+        env_var="GEETCD_KV_KEYS",
         help="number of distinct keys (default 1000)",
     )
     group.add_argument(
-        "--kv-value-size", type=int, default=128, env_var="GEETCD_KV_VALUE_SIZE",
+        "--kv-value-size",
+        type=int,
+        default=128,
+        env_var="GEETCD_KV_VALUE_SIZE",
         help="bytes per value (default 128)",
     )
     group.add_argument(
-        "--kv-prefix", default="/geetcd-bench/kv/", env_var="GEETCD_KV_PREFIX",
+        "--kv-prefix",
+        default="/geetcd-bench/kv/",
+        env_var="GEETCD_KV_PREFIX",
         help="namespace of every key (default /geetcd-bench/kv/)",
     )
 

@@ -13,7 +13,9 @@ Requests reported:
 * ``conflict`` / ``increment``: every failed compare (another user won), with its round trip;
 * ``retry`` / ``increment``: every further attempt after a conflict, with its round trip;
 * ``cas`` / ``increment``: one per increment, from the first attempt to success (retries
-  included); it fails with :class:`CASGaveUp` after ``--txn-max-attempts`` conflicts.
+  included); it fails with :class:`CASGaveUp` after ``--txn-max-attempts`` conflicts
+  (with N users on one counter an attempt wins about 1 time in N, so 50 attempts would
+  starve about 1 increment in 200 at N = 10; hence the default of 200).
 
 After the run the coordinator of a local run (not a distributed master, whose statistics may
 still be in flight) checks that the counters add up to the successful increments, give or
@@ -23,7 +25,7 @@ doubled update is logged as an error and sets the exit code to 3. Then it delete
 Options (each also read from the environment variable in brackets):
 
 --txn-counters      [GEETCD_TXN_COUNTERS]      number of counters (default 4)
---txn-max-attempts  [GEETCD_TXN_MAX_ATTEMPTS]  transactions per increment at most (default 50)
+--txn-max-attempts  [GEETCD_TXN_MAX_ATTEMPTS]  transactions per increment at most (default 200)
 --txn-prefix        [GEETCD_TXN_PREFIX]        namespace (default /geetcd-bench/txn/)
 """
 
@@ -55,15 +57,23 @@ class CASGaveUp(Exception):
 def _add_options(parser: Any) -> None:
     group = parser.add_argument_group("geetcd txn contention")
     group.add_argument(
-        "--txn-counters", type=int, default=4, env_var="GEETCD_TXN_COUNTERS",
+        "--txn-counters",
+        type=int,
+        default=4,
+        env_var="GEETCD_TXN_COUNTERS",
         help="number of counters the users increment (default 4)",
     )
     group.add_argument(
-        "--txn-max-attempts", type=int, default=50, env_var="GEETCD_TXN_MAX_ATTEMPTS",
-        help="transactions per increment before it fails (default 50)",
+        "--txn-max-attempts",
+        type=int,
+        default=200,
+        env_var="GEETCD_TXN_MAX_ATTEMPTS",
+        help="transactions per increment before it fails (default 200)",
     )
     group.add_argument(
-        "--txn-prefix", default="/geetcd-bench/txn/", env_var="GEETCD_TXN_PREFIX",
+        "--txn-prefix",
+        default="/geetcd-bench/txn/",
+        env_var="GEETCD_TXN_PREFIX",
         help="namespace of the counters (default /geetcd-bench/txn/)",
     )
 
@@ -103,7 +113,10 @@ def _check_and_clean_up(environment: Environment, **_: Any) -> None:
             else:
                 log.error(
                     "lost or doubled update: counters sum to %d, %d increments succeeded, "
-                    "%d transactions in doubt", total, done, doubt,
+                    "%d transactions in doubt",
+                    total,
+                    done,
+                    doubt,
                 )
                 environment.process_exit_code = 3
         client.delete_prefix("")

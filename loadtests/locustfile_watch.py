@@ -45,23 +45,37 @@ _user_ids = itertools.count(1)
 def _add_options(parser: Any) -> None:
     group = parser.add_argument_group("geetcd watch fan-out")
     group.add_argument(
-        "--watch-per-user", type=int, default=4, env_var="GEETCD_WATCH_PER_USER",
+        "--watch-per-user",
+        type=int,
+        default=4,
+        env_var="GEETCD_WATCH_PER_USER",
         help="watches per user, half on shared keys, half on the user's own (default 4)",
     )
     group.add_argument(
-        "--watch-shared-keys", type=int, default=2, env_var="GEETCD_WATCH_SHARED_KEYS",
+        "--watch-shared-keys",
+        type=int,
+        default=2,
+        env_var="GEETCD_WATCH_SHARED_KEYS",
         help="number of keys every user watches (default 2)",
     )
     group.add_argument(
-        "--watch-value-size", type=int, default=64, env_var="GEETCD_WATCH_VALUE_SIZE",
+        "--watch-value-size",
+        type=int,
+        default=64,
+        env_var="GEETCD_WATCH_VALUE_SIZE",
         help="bytes per value, at least the time stamp (default 64)",
     )
     group.add_argument(
-        "--watch-write-interval", type=float, default=0.05, env_var="GEETCD_WATCH_WRITE_INTERVAL",
+        "--watch-write-interval",
+        type=float,
+        default=0.05,
+        env_var="GEETCD_WATCH_WRITE_INTERVAL",
         help="seconds between two puts of one user (default 0.05)",
     )
     group.add_argument(
-        "--watch-prefix", default="/geetcd-bench/watch/", env_var="GEETCD_WATCH_PREFIX",
+        "--watch-prefix",
+        default="/geetcd-bench/watch/",
+        env_var="GEETCD_WATCH_PREFIX",
         help="namespace of every key (default /geetcd-bench/watch/)",
     )
 
