@@ -23,6 +23,7 @@ import gevent
 from geetcd.cluster import ClusterState, Member
 from geetcd.config import Retry, RetryExhausted
 from geetcd.errors import (
+    AuthRequired,
     ClusterUnavailable,
     DeadlineExceeded,
     EtcdError,
@@ -313,7 +314,7 @@ class Executor:
             if not error.transient:
                 if (
                     v3
-                    and isinstance(error, InvalidAuthToken)
+                    and isinstance(error, (InvalidAuthToken, AuthRequired))
                     and self.auth is not None
                     and not auth_retried
                 ):

@@ -30,7 +30,7 @@ def demo(endpoints: list[str]) -> None:
     from geetcd import Compare, EventType, Op
 
     namespace = f"/geetcd-demo/{secrets.token_hex(3)}/"
-    with geetcd.Client(endpoints, namespace=namespace) as client:
+    with geetcd.Client(endpoints, namespace=namespace, timeout=5.0) as client:
         print(f">>> client = geetcd.Client({','.join(endpoints)!r}, namespace={namespace!r})")
         watch = client.watch("config/", prefix=True)
         print('>>> watch = client.watch("config/", prefix=True)   # changes arrive as they commit')
@@ -61,8 +61,8 @@ def demo(endpoints: list[str]) -> None:
         for _ in range(4):
             event = watch.next_event(timeout=5.0)
             value = f" = {event.kv.value.decode()}" if event.type is EventType.PUT else ""
-            key = event.kv.key.decode()
-            print(f"    {event.type.value:6} {key}{value}   (revision {event.revision})")
+            change = f"{event.kv.key.decode()}{value}"
+            print(f"    {event.type.value:6} {change:22} (revision {event.revision})")
         watch.cancel()
         status = client.status()
         leader = "leader" if status.leader == status.header.member_id else "follower"

@@ -131,7 +131,9 @@ def test_processes_against_given_endpoints(etcd_endpoints: list[str], tmp_path: 
 
 
 def test_failover_refuses_given_endpoints(tmp_path: Path) -> None:
-    proc = _run("--scenario", "failover", "--endpoints", "http://127.0.0.1:1", "--out", str(tmp_path))
+    proc = _run(
+        "--scenario", "failover", "--endpoints", "http://127.0.0.1:1", "--out", str(tmp_path)
+    )
     assert proc.returncode == 2
     assert "only runs on the throwaway cluster" in proc.stderr
     assert not (tmp_path / "locust.log").exists()  # refused before running anything
@@ -200,7 +202,9 @@ def test_summary_from_locust_json() -> None:
     assert (summary.total.requests, summary.total.failures) == (275, 2)
     text = bench.format_summary(summary, "title")
     assert text.startswith("title\n")
-    assert "watch deliveries 'shared': 100 (10.0/s), put-to-delivery p50 3.00 ms, p99 40.0 ms" in text
+    assert (
+        "watch deliveries 'shared': 100 (10.0/s), put-to-delivery p50 3.00 ms, p99 40.0 ms" in text
+    )
     assert "txn contention: 18 increments, 30 conflicts (1.67 per increment), 25 retries" in text
     assert "2 x cas increment: CASGaveUp()" in text
 
