@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "--spawn-rate",
         type=float,
         default=None,
-        help="users started per second (default: all within the first second)",
+        help="users started per second (default: --users, at most 100)",
     )
     parser.add_argument("--duration", type=int, default=20, help="seconds (default 20)")
     parser.add_argument(
@@ -155,7 +155,8 @@ def parse_args(argv: Sequence[str]) -> Options:
             )
         if ns.cluster_size < 3:
             raise BenchError("the failover scenario needs --cluster-size 3 or more")
-    spawn_rate = float(ns.users) if ns.spawn_rate is None else ns.spawn_rate
+    # locust warns above 100 users per second and process.
+    spawn_rate = float(min(ns.users, 100)) if ns.spawn_rate is None else ns.spawn_rate
     if spawn_rate <= 0:
         raise BenchError("--spawn-rate must be positive")
     return Options(

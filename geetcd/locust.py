@@ -36,7 +36,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import gevent
 from locust import User, events
@@ -44,11 +44,14 @@ from locust.env import Environment
 from locust.exception import StopTest
 
 import geetcd
+from geetcd.lease import Lease
 from geetcd.models import (
     DeleteResponse,
     Event,
     EventType,
+    Header,
     KeyValue,
+    LeaseInfo,
     MemberList,
     PutResponse,
     RangeResponse,
@@ -56,6 +59,7 @@ from geetcd.models import (
     TxnResponse,
 )
 from geetcd.txn import Comparison, TxnOp
+from geetcd.watch import Watch
 
 __all__ = [
     "BENCH_REPORT_ENV",
@@ -125,14 +129,6 @@ def is_coordinator(environment: Environment) -> bool:
     return not isinstance(environment.runner, WorkerRunner)
 
 
-class _Watch(Protocol):
-    """What :meth:`LocustEtcdClient.watch` needs from ``geetcd.Client.watch``'s handle."""
-
-    def __iter__(self) -> Iterator[Event]: ...
-
-    def cancel(self) -> None: ...
-
-
 def _values_length(result: object) -> int:
     """Bytes of values carried by a result (reads); 0 for results without values."""
     if isinstance(result, KeyValue):
@@ -165,15 +161,16 @@ class WatchReporter:
     A greenlet of the client iterates the watch. Every PUT event whose value carries a stamp
     (:func:`stamp_value`) fires one request event of type ``"watch"`` whose response time is
     the put-to-delivery latency. Other events (deletes, values without a stamp) are counted in
-    ``unstamped`` and not reported. If the watch raises, the error is reported once as a
-    failed ``"watch"`` request and the reporter ends (``error`` holds it); ``on_event`` (if
-    given) sees every event, after it was reported, in the reader greenlet.
+    ``unstamped`` and not reported. ``on_event`` (if given) sees every event, after it was
+    reported, in the reader greenlet. If the watch raises (or ``on_event`` does), the error
+    is reported once as a failed ``"watch"`` request, logged, kept in ``error``, and the
+    reporter ends.
     """
 
     def __init__(
         self,
         client: LocustEtcdClient,
-        watch: _Watch,
+        watch: Watch,
         name: str,
         on_event: Callable[[Event], None] | None,
     ) -> None:
@@ -230,9 +227,10 @@ class LocustEtcdClient:
     (the label shown in locust's statistics; default: the operation), fires one ``request``
     event and returns the geetcd result or re-raises its error (``Exception`` subclasses;
     ``gevent.Timeout`` and ``GreenletExit`` pass through unreported). Methods of
-    :class:`geetcd.Client` that have no wrapper here (``lease`` and later additions) are
-    reached through attribute access and reported the same way, with the method's name as
-    the request type. ``raw`` is the wrapped client, for calls that must not be reported.
+    :class:`geetcd.Client` that have no wrapper here (``leases``, ``watch_once``,
+    ``session``, later additions...) are reached through attribute access and reported the
+    same way, with the method's name as the request type. ``raw`` is the wrapped client, for
+    calls that must not be reported.
     """
 
     def __init__(self, client: geetcd.Client, environment: Environment) -> None:
@@ -403,6 +401,48 @@ class LocustEtcdClient:
         )
         return result
 
+    def iter_prefix(
+        self, prefix: str | bytes, *, name: str | None = None, **options: Any
+    ) -> Iterator[KeyValue]:
+        """:meth:`geetcd.Client.iter_prefix`, reported once as ``"iter_prefix"`` when the
+        iteration ends (its time covers every page; an error is reported and re-raised). An
+        iteration the caller abandons early is not reported."""
+        label = "iter_prefix" if name is None else name
+        start = time.perf_counter()
+        length = 0
+        try:
+            for kv in self.raw.iter_prefix(prefix, **options):
+                length += len(kv.value)
+                yield kv
+        except Exception as exc:
+            self.report("iter_prefix", label, (time.perf_counter() - start) * 1000.0, length, exc)
+            raise
+        self.report("iter_prefix", label, (time.perf_counter() - start) * 1000.0, length)
+
+    def compact(self, revision: int, *, name: str | None = None, **options: Any) -> Header:
+        """:meth:`geetcd.Client.compact`, reported as ``"compact"``."""
+        result: Header = self.call("compact", name, self.raw.compact, revision, **options)
+        return result
+
+    def lease(self, ttl: int, *, name: str | None = None, **options: Any) -> Lease:
+        """:meth:`geetcd.Client.lease` (the grant), reported as ``"lease"``; keepalives that
+        follow (``keepalive=True``) are not reported."""
+        result: Lease = self.call("lease", name, self.raw.lease, ttl, **options)
+        return result
+
+    def revoke_lease(self, lease: object, *, name: str | None = None, **options: Any) -> None:
+        """:meth:`geetcd.Client.revoke_lease`, reported as ``"revoke_lease"``."""
+        self.call("revoke_lease", name, self.raw.revoke_lease, lease, **options)
+
+    def lease_time_to_live(
+        self, lease: object, keys: bool = False, *, name: str | None = None, **options: Any
+    ) -> LeaseInfo:
+        """:meth:`geetcd.Client.lease_time_to_live`, reported as ``"lease_time_to_live"``."""
+        result: LeaseInfo = self.call(
+            "lease_time_to_live", name, self.raw.lease_time_to_live, lease, keys, **options
+        )
+        return result
+
     def status(self, *, name: str | None = None, **options: Any) -> Status:
         """:meth:`geetcd.Client.status`, reported as ``"status"``."""
         result: Status = self.call("status", name, self.raw.status, **options)
@@ -429,10 +469,21 @@ class LocustEtcdClient:
         The watch is cancelled by :meth:`close` (``EtcdUser.on_stop``).
         """
         label = WATCH if name is None else name
-        handle: _Watch = self.call("watch_open", label, self.raw.watch, key, **options)
+        handle: Watch = self.call("watch_open", label, self.raw.watch, key, **options)
         reporter = WatchReporter(self, handle, label, on_event)
         self._watches.append(reporter)
         return reporter
+
+    def watch_prefix(
+        self,
+        prefix: str | bytes,
+        *,
+        name: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        **options: Any,
+    ) -> WatchReporter:
+        """:meth:`watch` of every key starting with ``prefix``."""
+        return self.watch(prefix, name=name, on_event=on_event, prefix=True, **options)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

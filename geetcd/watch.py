@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import gevent
-import gevent.event
+from gevent.hub import Waiter
 
 from geetcd._executor import check_timeout
 from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, WatchCanceled, WatchOverflow
@@ -97,7 +97,8 @@ class Watch:
         "_greenlet",
         "_hub",
         "_on_error",
-        "_ready",
+        "_own_waiter",
+        "_waiter",
         "_stream",
         "error",
         "key",
@@ -123,7 +124,11 @@ class Watch:
         self._on_error = on_error
         self._batches: deque[WatchBatch] = deque()
         self._buffered = 0
-        self._ready = gevent.event.Event()
+        # One reusable Waiter (no allocation per wake-up). A late wake-up meant for an
+        # earlier wait is harmless: every wait is in a loop that re-checks the buffer, and
+        # Waiter.switch only switches into a greenlet blocked in this Waiter's get().
+        self._own_waiter: Waiter[None] = Waiter()
+        self._waiter: Waiter[None] | None = None
         self._done = False
         self._end_reason = ""
         self._stream: ServerStream | None = None
@@ -162,10 +167,35 @@ class Watch:
 
     def __iter__(self) -> Iterator[Event]:
         """Events in order; ends when canceled or closed; raises the watch's error."""
+        current = self._current
+        batches = self._batches
         while True:
-            event = self._next_event(None)
-            if event is None:
-                return
+            if not current:
+                if not batches:  # inlined _pop(None): this loop is the hot path of fan-out
+                    if self._done:
+                        if self.error is not None:
+                            raise self.error
+                        return
+                    waiter = self._waiter = self._own_waiter
+                    waiter.clear()
+                    waiter.get()
+                    continue
+                batch = batches.popleft()
+                events = batch.events
+                self._buffered -= len(events) or 1
+                if len(events) == 1:  # the common case, kept short: one event per revision
+                    if batch.revision > self.revision:
+                        self.revision = batch.revision
+                    yield events[0]
+                    continue
+                if not events:
+                    self.revision = max(self.revision, batch.revision)
+                    continue
+                current.extend(events)
+                self._current_revision = batch.revision
+            event = current.popleft()
+            if not current:
+                self.revision = max(self.revision, self._current_revision)
             yield event
 
     def responses(self) -> Iterator[WatchBatch]:
@@ -226,14 +256,42 @@ class Watch:
                 if self.error is not None:
                     raise self.error
                 return None
-            self._ready.clear()
-            if deadline is None:
-                self._ready.wait()
-            elif not self._ready.wait(max(0.0, deadline - _monotonic())):
-                raise DeadlineExceeded("no watch event before the timeout")
+            self._wait(deadline)
         batch = batches.popleft()
         self._buffered -= len(batch.events) or 1
         return batch
+
+    def _wait(self, deadline: float | None) -> None:
+        """Block until the hub delivers, the watch ends, or ``deadline`` (DeadlineExceeded).
+
+        The stream wakes all its waiting subscribers from one hub callback (see
+        ServerStream._dispatch), much cheaper than one gevent Event per subscriber.
+        """
+        waiter = self._waiter = self._own_waiter
+        waiter.clear()
+        if deadline is None:
+            try:
+                waiter.get()
+            finally:
+                self._waiter = None
+            return
+        timer = gevent.Timeout(max(0.0, deadline - _monotonic()))
+        timer.start()
+        try:
+            waiter.get()
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise DeadlineExceeded("no watch event before the timeout") from None
+        finally:
+            timer.close()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            gevent.get_hub().loop.run_callback(waiter.switch, None)
 
     def cancel(self) -> None:
         """Stop watching: buffered events are dropped, iteration ends, and the server stream
@@ -260,7 +318,7 @@ class Watch:
         self._batches.clear()
         self._current.clear()
         self._buffered = 0
-        self._ready.set()
+        self._wake()
 
     # ------------------------------------------------------------------ hub side
     def _joined(self, stream: ServerStream, revision: int) -> None:
@@ -271,8 +329,11 @@ class Watch:
         if not self.revision:
             self.revision = revision
 
-    def _deliver(self, batch: WatchBatch) -> bool:
-        """Buffer one batch; False (and WatchOverflow queued) if the buffer is full."""
+    def _deliver(self, batch: WatchBatch, wake: list[Waiter[None]]) -> bool:
+        """Buffer one batch; False (and WatchOverflow queued) if the buffer is full.
+
+        A waiting consumer's Waiter is appended to ``wake`` (the caller switches to them).
+        """
         if self._done:
             return True
         batches = self._batches
@@ -295,7 +356,10 @@ class Watch:
         else:
             batches.append(batch)
             self._buffered += size
-        self._ready.set()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            wake.append(waiter)
         return not self._done
 
     def _finish(self, error: BaseException) -> None:
@@ -305,7 +369,7 @@ class Watch:
         self.error = error
         self._done = True
         self._stream = None
-        self._ready.set()
+        self._wake()
 
     def _closed_by_client(self) -> None:
         if not self._done:

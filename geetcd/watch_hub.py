@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
+from gevent.hub import Waiter
 
 from geetcd.cluster import Member, MemberState
 from geetcd.config import ExponentialBackoff
@@ -380,16 +381,25 @@ class ServerStream:
 
     def _dispatch(self, batch: WatchBatch) -> None:
         overflowed: list[Watch] | None = None
+        wake: list[Waiter[None]] = []
         for sub in self.subscribers:
-            if not sub._deliver(batch):
+            if not sub._deliver(batch, wake):
                 if overflowed is None:
                     overflowed = []
                 overflowed.append(sub)
+        if wake:
+            # One hub callback switches to every waiting consumer in turn.
+            gevent.get_hub().loop.run_callback(_wake_all, wake)
         if overflowed:
             for sub in overflowed:
                 self.subscribers.pop(sub, None)
             if not self.subscribers:
                 self.stop()
+
+
+def _wake_all(waiters: list[Waiter[None]]) -> None:
+    for waiter in waiters:
+        waiter.switch(None)
 
 
 class WatchHub:

@@ -258,6 +258,16 @@ def _start_fault(environment: Environment, **_: Any) -> None:
 
 @events.test_stop.add_listener
 def _stop_fault(environment: Environment, **_: Any) -> None:
+    """End the schedule and resume a paused member as soon as the load stops."""
+    for fault in _fault:
+        fault.stop()
+
+
+@events.quitting.add_listener
+def _verdict_and_clean_up(environment: Environment, **_: Any) -> None:
+    """Set the exit status (errors during the fault are expected) and delete the prefix."""
+    if not is_coordinator(environment):
+        return
     while _fault:
         fault = _fault.pop()
         fault.stop()
@@ -271,15 +281,14 @@ def _stop_fault(environment: Environment, **_: Any) -> None:
         elif exceptions:
             environment.process_exit_code = 1
         else:
-            environment.process_exit_code = 0  # errors during the fault are expected
-    if is_coordinator(environment) and environment.host:
-        with (
-            contextlib.suppress(EtcdError),
-            Client(
-                environment.host, namespace=parsed_options(environment).failover_prefix, timeout=5.0
-            ) as client,
-        ):
-            client.delete_prefix("")
+            environment.process_exit_code = 0
+    if environment.host and environment.process_exit_code != 2:
+        prefix = parsed_options(environment).failover_prefix
+        try:
+            with Client(environment.host, namespace=prefix, timeout=5.0) as client:
+                client.delete_prefix("")
+        except EtcdError as exc:
+            log.warning("could not delete %s after the run: %s", prefix, exc)
 
 
 class FailoverUser(EtcdUser):

@@ -78,7 +78,9 @@ def _populate(environment: Environment, **_: Any) -> None:
     log.info("wrote %d keys of %d bytes under %s", options.kv_keys, len(value), options.kv_prefix)
 
 
-@events.test_stop.add_listener
+# After the run (on a master: after the workers were told to quit and sent their last
+# stats), not at test_stop, which a master fires before its workers stop.
+@events.quitting.add_listener
 def _clean_up(environment: Environment, **_: Any) -> None:
     if not is_coordinator(environment) or not environment.host:
         return

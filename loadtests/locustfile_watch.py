@@ -80,7 +80,9 @@ def _add_options(parser: Any) -> None:
     )
 
 
-@events.test_stop.add_listener
+# After the run (on a master: after the workers were told to quit and sent their last
+# stats), not at test_stop, which a master fires before its workers stop.
+@events.quitting.add_listener
 def _clean_up(environment: Environment, **_: Any) -> None:
     if not is_coordinator(environment) or not environment.host:
         return

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import gevent
 import gevent.pool
 import pytest
 
 import geetcd
-from geetcd.lease import Lease, LeaseLoss, Session, keepalive_of
+from geetcd.lease import Lease, LeaseLoss, Session, _resolve_grant, keepalive_of
+from geetcd.protocol.lease import grant_body
 
 
-def wait_until(predicate, timeout: float, step: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.1) -> bool:
     """Poll ``predicate`` cooperatively until true or ``timeout``; return its last value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -79,6 +81,36 @@ def test_explicit_id_and_lease_exists(etcd_client: geetcd.Client) -> None:
             etcd_client.lease(20, id=lease_id)
     finally:
         lease.revoke()
+
+
+def test_explicit_id_grant_with_lost_answer_is_resolved(etcd_client: geetcd.Client) -> None:
+    # What grant() does after OutcomeUnknown with an explicit id: ask, then adopt or resend.
+    unknown = geetcd.OutcomeUnknown("answer lost (simulated)")
+    deadline = time.monotonic() + 10
+    applied_id = 0x6765_6574_6365_0000 + int(time.time() * 1000) % 0xFFFF
+    etcd_client.lease(20, id=applied_id)  # the "lost" attempt was applied
+    lease_id, ttl, sent_at = _resolve_grant(
+        etcd_client, grant_body(20, applied_id), applied_id, deadline, unknown
+    )
+    assert (lease_id, ttl) == (applied_id, 20)
+    assert sent_at <= time.monotonic()
+    missing_id = applied_id + 1  # the "lost" attempt never arrived: granted now
+    assert etcd_client.lease_time_to_live(missing_id).ttl == -1
+    lease_id, ttl, _ = _resolve_grant(
+        etcd_client, grant_body(20, missing_id), missing_id, deadline, unknown
+    )
+    assert (lease_id, ttl) == (missing_id, 20)
+    assert etcd_client.lease_time_to_live(missing_id).granted_ttl == 20
+    with pytest.raises(geetcd.OutcomeUnknown):
+        _resolve_grant(
+            etcd_client,
+            grant_body(20, missing_id + 1),
+            missing_id + 1,
+            time.monotonic() - 1,
+            unknown,
+        )
+    etcd_client.revoke_lease(applied_id)
+    etcd_client.revoke_lease(missing_id)
 
 
 # ------------------------------------------------------------------ keepalive
