@@ -181,7 +181,8 @@ def _find_locustfile(scenario: str, given: str | None) -> Path:
             raise BenchError(f"no locustfile at {path}")
         return path.resolve()
     name = f"locustfile_{scenario}.py"
-    places = [Path(__file__).resolve().parent.parent / "loadtests", Path.cwd() / "loadtests"]
+    here = Path(__file__).resolve().parent
+    places = [here.parent / "loadtests", here / "_loadtests", Path.cwd() / "loadtests"]
     for place in places:
         if (place / name).is_file():
             return (place / name).resolve()
@@ -426,6 +427,7 @@ def summarize(stats: list[dict[str, Any]], latency: dict[str, Any] | None) -> Su
             )
         )
     requests = sum(r.requests for r in rows)
+    all_ = precise.get(("", "Aggregated"))
     total_time = sum(float(e["total_response_time"]) for e in stats)
     total = Row(
         type="total",
@@ -434,8 +436,8 @@ def summarize(stats: list[dict[str, Any]], latency: dict[str, Any] | None) -> Su
         failures=sum(r.failures for r in rows),
         rate=requests / duration if duration > 0 else 0.0,
         avg=total_time / requests if requests else 0.0,
-        p50=_bucket_percentile(merged, 0.5),
-        p99=_bucket_percentile(merged, 0.99),
+        p50=float(all_["p50"]) if all_ else _bucket_percentile(merged, 0.5),
+        p99=float(all_["p99"]) if all_ else _bucket_percentile(merged, 0.99),
         max=max((r.max for r in rows), default=0.0),
     )
     errors = list(latency.get("errors", [])) if latency is not None else []
@@ -476,10 +478,8 @@ def format_summary(summary: Summary, title: str) -> str:
         ]
         lines.append("  " + "  ".join(cells).rstrip())
     lines.append("")
-    note = "precise (1 % buckets)" if summary.precise else "locust's (whole ms below 100 ms)"
-    lines.append(
-        f"  over {summary.duration:.1f} s; percentiles per operation: {note}; total: locust's"
-    )
+    note = "to 1 %" if summary.precise else "locust's, whole ms below 100 ms"
+    lines.append(f"  over {summary.duration:.1f} s; percentiles {note}")
     lines.extend(_scenario_notes(summary))
     if summary.errors:
         lines.append("  errors (most frequent first):")

@@ -541,6 +541,7 @@ PROGRESS_MARK = "geetcd-bench-progress "
 """Prefix of the progress lines (followed by one JSON object) printed to stdout."""
 
 _PROGRESS_INTERVAL = 2.0
+_TOTAL = ("", "Aggregated")  # the key of all requests together, as in locust's statistics
 _BUCKETS_PER_E = 100  # bucket width: 1 % of the value (locust rounds to whole ms below 100 ms)
 
 
@@ -578,6 +579,12 @@ class LatencyHistogram:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form for :meth:`merge_json`."""
         return {"b": {str(k): v for k, v in self.buckets.items()}, "n": self.count, "m": self.max}
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add the samples of ``other``."""
+        self.buckets.update(other.buckets)
+        self.count += other.count
+        self.max = max(self.max, other.max)
 
     def merge_json(self, data: Mapping[str, Any]) -> None:
         """Add the samples of another histogram's :meth:`to_json`."""
@@ -655,6 +662,9 @@ class _BenchReporter:
     def on_quitting(self, environment: Environment, **_: Any) -> None:
         if not is_coordinator(environment):
             return
+        total = LatencyHistogram()
+        for histogram in self.histograms.values():
+            total.merge(histogram)
         latency = [
             {
                 "type": request_type,
@@ -666,7 +676,7 @@ class _BenchReporter:
                 "p999": h.percentile(0.999),
                 "max": h.max,
             }
-            for (request_type, name), h in sorted(self.histograms.items())
+            for (request_type, name), h in [*sorted(self.histograms.items()), (_TOTAL, total)]
         ]
         found = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)
         errors = [

@@ -82,6 +82,12 @@ class Watch:
     :meth:`responses` yields :class:`WatchBatch` ``(revision, events)`` instead.
     ``revision`` is the revision delivered up to (everything at or below it was handed
     out). A Watch is a context manager that cancels on exit. Use it from one consumer.
+
+    In callback form, a greenlet owned by the client calls ``callback(event)`` for each
+    event; it is started when events arrive and ends after about a second without any, so
+    an idle watch holds no greenlet. An exception from the callback cancels the watch,
+    is stored in ``error`` and passed to ``on_error`` (or logged with its traceback);
+    ``revision`` then tells what was fully handled.
     """
 
     __slots__ = (
@@ -94,12 +100,15 @@ class Watch:
         "_current_revision",
         "_done",
         "_end_reason",
-        "_greenlet",
         "_hub",
+        "_last_delivery",
         "_on_error",
         "_own_waiter",
-        "_waiter",
+        "_pos",
+        "_retire",
+        "_runner",
         "_stream",
+        "_waiter",
         "error",
         "key",
         "range_end",
@@ -132,8 +141,12 @@ class Watch:
         self._done = False
         self._end_reason = ""
         self._stream: ServerStream | None = None
-        self._greenlet: gevent.Greenlet[[], None] | None = None
-        self._current: deque[Event] = deque()
+        self._runner: gevent.Greenlet[[], None] | None = None
+        self._retire = False
+        self._last_delivery = 0.0
+        # The batch being handed out event by event: events, next index, its revision.
+        self._current: tuple[Event, ...] = ()
+        self._pos = 0
         self._current_revision = 0
         #: The terminal error (WatchCompacted, WatchOverflow, PermissionDenied, a
         #: callback's exception...), or None.
@@ -150,7 +163,7 @@ class Watch:
         stream = self._stream
         member = stream.member.url if stream is not None and stream.member is not None else "-"
         return (
-            f"<Watch key={self.key!r}{span} revision={self.revision} buffered={self._buffered} "
+            f"<Watch key={self.key!r}{span} revision={self.revision} buffered={self.buffered} "
             f"{state} member={member}>"
         )
 
@@ -161,42 +174,54 @@ class Watch:
         return self._done
 
     @property
+    def member(self) -> str | None:
+        """The URL of the member currently serving this watch's stream (None if none)."""
+        stream = self._stream
+        if stream is None or stream.member is None or stream.connection is None:
+            return None
+        return stream.member.url
+
+    @property
     def buffered(self) -> int:
         """Events received but not yet consumed."""
-        return self._buffered + len(self._current)
+        return self._buffered + len(self._current) - self._pos
 
     def __iter__(self) -> Iterator[Event]:
         """Events in order; ends when canceled or closed; raises the watch's error."""
-        current = self._current
         batches = self._batches
         while True:
-            if not current:
-                if not batches:  # inlined _pop(None): this loop is the hot path of fan-out
-                    if self._done:
-                        if self.error is not None:
-                            raise self.error
-                        return
-                    waiter = self._waiter = self._own_waiter
-                    waiter.clear()
-                    waiter.get()
-                    continue
-                batch = batches.popleft()
-                events = batch.events
-                self._buffered -= len(events) or 1
-                if len(events) == 1:  # the common case, kept short: one event per revision
-                    if batch.revision > self.revision:
-                        self.revision = batch.revision
-                    yield events[0]
-                    continue
-                if not events:
-                    self.revision = max(self.revision, batch.revision)
-                    continue
-                current.extend(events)
-                self._current_revision = batch.revision
-            event = current.popleft()
-            if not current:
-                self.revision = max(self.revision, self._current_revision)
-            yield event
+            if self._current:
+                yield self._take()
+                continue
+            if not batches:  # inlined _pop(None): this loop is the hot path of fan-out
+                if self._done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                waiter = self._waiter = self._own_waiter
+                waiter.clear()
+                waiter.get()
+                continue
+            batch = batches.popleft()
+            events = batch.events
+            self._buffered -= len(events) or 1
+            if len(events) == 1:  # the common case: one event per revision
+                self.revision = max(self.revision, batch.revision)
+                yield events[0]
+            elif not events:
+                self.revision = max(self.revision, batch.revision)
+            else:
+                self._current, self._pos, self._current_revision = events, 0, batch.revision
+
+    def _take(self) -> Event:
+        """The next event of the current batch; the revision moves after its last event."""
+        current = self._current
+        event = current[self._pos]
+        self._pos += 1
+        if self._pos == len(current):
+            self._current, self._pos = (), 0
+            self.revision = max(self.revision, self._current_revision)
+        return event
 
     def responses(self) -> Iterator[WatchBatch]:
         """``(revision, events)`` batches in order (progress notifications have no events)."""
@@ -209,10 +234,16 @@ class Watch:
     def next_event(self, timeout: float | None = None) -> Event:
         """The next event. Raises DeadlineExceeded after ``timeout`` seconds (None: wait for
         ever), the watch's error, or WatchCanceled once the watch was canceled or closed."""
-        event = self._next_event(timeout)
-        if event is None:
-            raise WatchCanceled(f"the watch was {self._end_reason}", reason=self._end_reason)
-        return event
+        deadline = None if timeout is None else _monotonic() + timeout
+        while not self._current:
+            batch = self._pop(deadline)
+            if batch is None:
+                raise WatchCanceled(f"the watch was {self._end_reason}", reason=self._end_reason)
+            if batch.events:
+                self._current, self._pos, self._current_revision = batch.events, 0, batch.revision
+            else:
+                self.revision = max(self.revision, batch.revision)
+        return self._take()
 
     def next_batch(self, timeout: float | None = None) -> WatchBatch:
         """The next batch; raises like :meth:`next_event`."""
@@ -221,26 +252,10 @@ class Watch:
             raise WatchCanceled(f"the watch was {self._end_reason}", reason=self._end_reason)
         return batch
 
-    def _next_event(self, timeout: float | None) -> Event | None:
-        deadline = None if timeout is None else _monotonic() + timeout
-        while not self._current:
-            batch = self._pop(deadline)
-            if batch is None:
-                return None
-            if batch.events:
-                self._current.extend(batch.events)
-                self._current_revision = batch.revision
-            else:
-                self.revision = max(self.revision, batch.revision)
-        event = self._current.popleft()
-        if not self._current:
-            self.revision = max(self.revision, self._current_revision)
-        return event
-
     def _next_batch(self, timeout: float | None) -> WatchBatch | None:
         if self._current:  # a batch partly consumed through next_event: finish it first
-            rest = WatchBatch(self._current_revision, tuple(self._current))
-            self._current.clear()
+            rest = WatchBatch(self._current_revision, self._current[self._pos :])
+            self._current, self._pos = (), 0
             self.revision = max(self.revision, rest.revision)
             return rest
         batch = self._pop(None if timeout is None else _monotonic() + timeout)
@@ -270,10 +285,7 @@ class Watch:
         waiter = self._waiter = self._own_waiter
         waiter.clear()
         if deadline is None:
-            try:
-                waiter.get()
-            finally:
-                self._waiter = None
+            waiter.get()
             return
         timer = gevent.Timeout(max(0.0, deadline - _monotonic()))
         timer.start()
@@ -302,9 +314,9 @@ class Watch:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.detach(self)
-        greenlet = self._greenlet
-        if greenlet is not None and greenlet is not gevent.getcurrent():
-            greenlet.kill(block=False)
+        runner = self._runner
+        if runner is not None and runner is not gevent.getcurrent():
+            runner.kill(block=False)
 
     def __enter__(self) -> Watch:
         return self
@@ -316,7 +328,7 @@ class Watch:
         self._done = True
         self._end_reason = reason
         self._batches.clear()
-        self._current.clear()
+        self._current, self._pos = (), 0
         self._buffered = 0
         self._wake()
 
@@ -356,6 +368,11 @@ class Watch:
         else:
             batches.append(batch)
             self._buffered += size
+        if self._callback is not None:
+            self._last_delivery = _monotonic()
+            if self._runner is None:
+                self._start_runner()
+                return not self._done
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -369,6 +386,8 @@ class Watch:
         self.error = error
         self._done = True
         self._stream = None
+        if self._callback is not None and self._runner is None:
+            self._start_runner()
         self._wake()
 
     def _closed_by_client(self) -> None:
@@ -377,20 +396,43 @@ class Watch:
         self._stream = None
 
     # ------------------------------------------------------------------ callback form
-    def _start_callback(self) -> None:
-        self._greenlet = self._hub.client.spawn(self._run_callback)
+    def _start_runner(self) -> None:
+        self._retire = False
+        self._runner = self._hub.client.spawn(self._run_callback)
+        self._hub.runners.add(self)
+
+    def _retire_if_idle(self, now: float, linger: float) -> None:
+        """Called by the hub: end an idle runner (it is started again by the next event)."""
+        if self._waiter is not None and not self._batches and now - self._last_delivery > linger:
+            self._retire = True
+            self._wake()
 
     def _run_callback(self) -> None:
+        try:
+            self._callbacks()
+        finally:
+            if self._runner is gevent.getcurrent():
+                self._runner = None
+            self._hub.runners.discard(self)
+
+    def _callbacks(self) -> None:
         callback = self._callback
         assert callback is not None
+        batches = self._batches
         while True:
-            try:
-                batch = self._pop(None)
-            except Exception as exc:  # noqa: BLE001 - the watch's terminal error, reported
-                self._report(exc)
-                return
-            if batch is None:
-                return
+            if not batches:
+                if self._done:
+                    if self.error is not None:
+                        self._report(self.error)
+                    return
+                if self._retire:
+                    return
+                waiter = self._waiter = self._own_waiter
+                waiter.clear()
+                waiter.get()
+                continue
+            batch = batches.popleft()
+            self._buffered -= len(batch.events) or 1
             for event in batch.events:
                 try:
                     callback(event)
@@ -398,6 +440,8 @@ class Watch:
                     self.error = exc
                     self.cancel()
                     self._report(exc)
+                    return
+                if self._end_reason:  # the callback canceled the watch (or closed the client)
                     return
             self.revision = max(self.revision, batch.revision)
 
@@ -475,8 +519,6 @@ def open_watch(
         if isinstance(error, EtcdError):
             raise error
         raise WatchCanceled(f"watch on {key!r} could not be created: {error!r}") from error
-    if callback is not None:
-        watch._start_callback()
     return watch
 
 

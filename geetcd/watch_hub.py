@@ -68,6 +68,8 @@ _PROBE_TIMEOUT = 1.0
 # A stream whose member the cluster state already marks DOWN is moved after this much
 # silence, without waiting for the full liveness bound.
 _DOWN_SILENCE = 1.0
+# A callback watch's greenlet ends after this many idle seconds (restarted by the next event).
+_RUNNER_LINGER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +415,8 @@ class WatchHub:
         self._supervisor: gevent.Greenlet[[], None] | None = None
         self._probing: set[Member] = set()
         self._probe_ok: dict[str, float] = {}
+        # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
+        self.runners: set[Watch] = set()
         client._on_close.append(self.close)
 
     def __repr__(self) -> str:
@@ -474,6 +478,9 @@ class WatchHub:
             period = min(s.liveness for s in self.streams) / 4
             gevent.sleep(min(1.0, max(0.05, period)))
             self.check_liveness()
+            now = _monotonic()
+            for sub in list(self.runners):
+                sub._retire_if_idle(now, _RUNNER_LINGER)
 
     def check_liveness(self) -> None:
         """One supervisor pass (no I/O here: probes run in their own greenlets)."""

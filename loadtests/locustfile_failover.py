@@ -209,11 +209,13 @@ class _Fault:
     def _answers(self, member: _Member, since: float) -> None:
         """Wait until the resumed member serves a linearizable read again; report the wait."""
         deadline = since + _RECOVERY_LIMIT
+        last: EtcdError | None = None
         with Client(member.url, namespace=self.prefix, timeout=1.0) as client:
             while time.monotonic() < deadline:
                 try:
                     client.get("probe")
-                except EtcdError:
+                except EtcdError as exc:
+                    last = exc
                     gevent.sleep(0.05)
                     continue
                 self._report("resumed member answers", since)
@@ -221,7 +223,9 @@ class _Fault:
                     "fault: %s answers %.2f s after SIGCONT", member.name, time.monotonic() - since
                 )
                 return
-        self._report("resumed member answers", since, RuntimeError("it never answered"))
+        error = RuntimeError(f"{member.name} did not answer within {_RECOVERY_LIMIT} s: {last}")
+        self._report("resumed member answers", since, error)
+        log.error("fault: %s", error)
 
     def resume(self) -> None:
         """SIGCONT the paused member, if any (idempotent)."""

@@ -92,19 +92,21 @@ def test_default_run_with_throwaway_cluster(tmp_path: Path) -> None:
     assert re.search(r"type\s+name\s+requests\s+fails\s+ops/s\s+avg ms\s+p50 ms\s+p99 ms", stdout)
     assert re.search(rf"\n\s+get\s+get\s+{by_name['get']['num_requests']:,}\s+0\s", stdout)
     assert re.search(rf"\n\s+total\s+{total:,}\s+0\s", stdout), stdout
-    assert "precise (1 % buckets)" in stdout
+    assert "percentiles to 1 %" in stdout
     summary = (out / "summary.txt").read_text()
     assert summary.strip() in stdout
     # The report files.
     html = (out / "report.html").read_text()
-    assert "<html" in html.lower() and "get" in html
+    assert "<html" in html.lower()
+    assert f'"num_requests": {total}' in html  # the report's Aggregated row: the same run
     width, height, raw = _png_size_and_pixels((out / "chart.png").read_bytes())
     assert (width, height) == (1180, 760)
     assert len(set(raw)) > 10  # not a blank image
     latency = json.loads((out / "latency.json").read_text())
     counted = {(e["type"], e["name"]): e["count"] for e in latency["latency_ms"]}
     assert counted == {("get", "get"): by_name["get"]["num_requests"],
-                       ("put", "put"): by_name["put"]["num_requests"]}  # fmt: skip
+                       ("put", "put"): by_name["put"]["num_requests"],
+                       ("", "Aggregated"): total}  # fmt: skip
     assert (out / "locust_stats_history.csv").is_file()
     assert (out / "locust.log").is_file()
 
@@ -125,7 +127,9 @@ def test_processes_against_given_endpoints(etcd_endpoints: list[str], tmp_path: 
     assert all(e["num_requests"] > 0 and e["num_failures"] == 0 for e in stats)
     # The workers' histograms reached the master.
     latency = json.loads((tmp_path / "latency.json").read_text())
-    assert sum(e["count"] for e in latency["latency_ms"]) == sum(e["num_requests"] for e in stats)
+    counted = {(e["type"], e["name"]): e["count"] for e in latency["latency_ms"]}
+    assert counted["", "Aggregated"] == sum(e["num_requests"] for e in stats)
+    assert counted["", "Aggregated"] == counted["get", "get"] + counted["put", "put"]
     with geetcd.Client(etcd_endpoints) as client:
         assert client.get_prefix(prefix) == []
 
@@ -189,7 +193,10 @@ def test_summary_from_locust_json() -> None:
         _entry("retry", "increment", {"1": 25}),
     ]
     latency = {
-        "latency_ms": [{"type": "put", "name": "put shared", "p50": 2.5, "p99": 3.9}],
+        "latency_ms": [
+            {"type": "put", "name": "put shared", "p50": 2.5, "p99": 3.9},
+            {"type": "", "name": "Aggregated", "p50": 3.1, "p99": 39.0},
+        ],
         "errors": [{"type": "cas", "name": "increment", "error": "CASGaveUp()", "occurrences": 2}],
     }
     summary = bench.summarize(stats, latency)
@@ -199,7 +206,10 @@ def test_summary_from_locust_json() -> None:
     assert (put.requests, put.rate, put.avg, put.p50, put.p99) == (100, 10.0, 3.0, 2.5, 3.9)
     watch = rows["watch", "shared"]  # no precise entry: locust's buckets
     assert (watch.p50, watch.p99) == (3.0, 40.0)
-    assert (summary.total.requests, summary.total.failures) == (275, 2)
+    total = summary.total
+    assert (total.requests, total.failures, total.p50, total.p99) == (275, 2, 3.1, 39.0)
+    without = bench.summarize(stats, None).total  # from locust's buckets
+    assert (without.p50, without.p99) == (3.0, 40.0)
     text = bench.format_summary(summary, "title")
     assert text.startswith("title\n")
     assert (
