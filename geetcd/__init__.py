@@ -1,11 +1,12 @@
 """geetcd: a gevent-native etcd client.
 
-    import geetcd
-    with geetcd.Client("http://127.0.0.1:2379") as client:
-        client.put("greeting", "hello")
-        client.get("greeting").value  # b"hello"
+import geetcd
+with geetcd.Client("http://127.0.0.1:2379") as client:
+    client.put("greeting", "hello")
+    client.get("greeting").value  # b"hello"
 """
 
+from geetcd.auth import AuthAdmin, AuthStatus, Permission
 from geetcd.client import Client
 from geetcd.cluster import ClusterState, Member, MemberState, PickPolicy, StateChange
 from geetcd.config import TLS, ConstantBackoff, ExponentialBackoff, NoBackoff, Retry
@@ -53,6 +54,7 @@ from geetcd.errors import (
     WatchError,
     WatchOverflow,
 )
+from geetcd.lease import Lease, LeaseLoss, Session
 from geetcd.models import (
     DeleteResponse,
     Event,
@@ -75,6 +77,12 @@ from geetcd.txn import Compare, Comparison, Op
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthAdmin",
+    "AuthStatus",
+    "Lease",
+    "LeaseLoss",
+    "Permission",
+    "Session",
     "AuthError",
     "AuthFailed",
     "AuthNotEnabled",

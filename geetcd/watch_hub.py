@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,7 @@ class ServerStream:
         "created",
         "done",
         "error",
+        "errors",
         "ever_created",
         "greenlet",
         "hub",
@@ -143,6 +145,8 @@ class ServerStream:
         self.done = False
         self.error: BaseException | None = None
         self.last_error: BaseException | None = None
+        # The last few failures of this stream, oldest first (for diagnostics and tests).
+        self.errors: deque[BaseException] = deque(maxlen=8)
         self.member: Member | None = None
         self.connection: Stream | None = None
         self.last_activity = _monotonic()
@@ -307,7 +311,7 @@ class ServerStream:
             try:
                 return client._cluster.pick(deadline, avoid)
             except ClusterUnavailable as exc:
-                self.last_error = exc
+                self.errors.append(exc)
                 if self.done or client.closed:
                     raise _Stop from exc
                 log.warning(
@@ -318,6 +322,7 @@ class ServerStream:
 
     def _member_failed(self, member: Member, error: EtcdError) -> None:
         self.last_error = error
+        self.errors.append(error)
         self._failures += 1
         self.reconnects += 1
         self.hub.client._cluster.mark_failed(member, error)
