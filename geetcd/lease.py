@@ -111,7 +111,7 @@ class LeaseLoss(enum.StrEnum):
 
 
 def _retry_delay(failures: int) -> float:
-    delay = min(_RETRY_CAP, _RETRY_BASE * (2.0 ** max(0, failures - 1)))
+    delay = min(_RETRY_CAP, _RETRY_BASE * (2.0 ** min(max(0, failures - 1), 64)))
     return delay / 2 + random.uniform(0.0, delay / 2)
 
 
