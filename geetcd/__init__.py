@@ -7,6 +7,7 @@ with geetcd.Client("http://127.0.0.1:2379") as client:
 """
 
 from geetcd.auth import AuthAdmin, AuthStatus, Permission
+from geetcd.cache import CacheChanges, PrefixCache
 from geetcd.client import Client
 from geetcd.cluster import ClusterState, Member, MemberState, PickPolicy, StateChange
 from geetcd.config import TLS, ConstantBackoff, ExponentialBackoff, NoBackoff, Retry
@@ -73,10 +74,16 @@ from geetcd.models import (
 )
 from geetcd.protocol.kv import SortOrder, SortTarget
 from geetcd.txn import Compare, Comparison, Op
+from geetcd.watch import Watch, WatchBatch, WatchFilter
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CacheChanges",
+    "PrefixCache",
+    "Watch",
+    "WatchBatch",
+    "WatchFilter",
     "AuthAdmin",
     "AuthStatus",
     "Lease",

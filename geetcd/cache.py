@@ -290,6 +290,8 @@ class PrefixCache:
         if self._closed:
             return
         self._closed = True
+        if not self.client.closed and self.close in self.client._on_close:
+            self.client._on_close.remove(self.close)  # (client.close() iterates that list)
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()

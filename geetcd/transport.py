@@ -215,8 +215,8 @@ class Stream:
 
     ``read_chunk()`` returns the next bytes as they arrive (b"" at the end). ``abort()`` may be
     called from another greenlet: it shuts the socket down so the reader wakes with
-    ConnectionLost. ``close()`` (reader side, or after abort) closes the connection before
-    releasing it, so a live stream never goes back into the pool.
+    ConnectionLost. ``close()`` (reader side, or after abort) closes the connection and
+    never hands it back to a pool, so a live stream can never be reused by another request.
     """
 
     __slots__ = ("_closed", "_response", "status", "url")
@@ -252,18 +252,18 @@ class Stream:
             self._response.shutdown()
 
     def close(self) -> None:
-        """Close the connection, then release it to the pool. Idempotent; never raises."""
+        """Close the response and its connection. Idempotent; never raises.
+
+        The connection is not released to the stream pool: stream pools do not block, so no
+        slot needs returning, and a closed connection is worth nothing to the next stream.
+        """
         if self._closed:
             return
         self._closed = True
         try:
             self._response.close()
-        except (RuntimeError, OSError, HTTPError):
+        except (RuntimeError, OSError, HTTPError, ValueError):
             log.debug("error closing stream to %s", self.url, exc_info=True)
-        try:
-            self._response.release_conn()
-        except (RuntimeError, OSError, HTTPError):
-            log.debug("error releasing stream connection to %s", self.url, exc_info=True)
 
 
 class Transport:
@@ -278,14 +278,14 @@ class Transport:
         self,
         *,
         maxsize: int = 64,
-        stream_maxsize: int = 100_000,
+        stream_idle: int = 64,
         tls: TLS | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
             raise InvalidArgument(f"maxsize must be an int >= 1, got {maxsize!r}")
         self.maxsize = maxsize
-        self.stream_maxsize = stream_maxsize
+        self.stream_idle = stream_idle
         self.tls = tls
         self._ssl_context = make_ssl_context(tls) if tls is not None else None
         self.headers: dict[str, str] = {**_JSON_HEADERS, **(extra_headers or {})}
@@ -298,7 +298,7 @@ class Transport:
         tls = self.tls is not None
         return f"<Transport pools={len(self._pools)} maxsize={self.maxsize} tls={tls}>"
 
-    def _new_pool(self, url: str, maxsize: int) -> HTTPConnectionPool:
+    def _new_pool(self, url: str, maxsize: int, *, block: bool = True) -> HTTPConnectionPool:
         scheme, host, port = parse_endpoint(url)
         if scheme == "https":
             tls = self.tls or TLS()
@@ -308,13 +308,13 @@ class Transport:
                 host,
                 port,
                 maxsize=maxsize,
-                block=True,
+                block=block,
                 retries=False,
                 ssl_context=self._ssl_context,
                 server_hostname=tls.server_hostname,
                 assert_hostname=tls.server_hostname if tls.verify else False,
             )
-        return _Pool(host, port, maxsize=maxsize, block=True, retries=False)
+        return _Pool(host, port, maxsize=maxsize, block=block, retries=False)
 
     def pool(self, url: str) -> HTTPConnectionPool:
         """The unary pool for ``url`` (created on first use)."""
@@ -402,7 +402,9 @@ class Transport:
             raise ConnectionFailed("client is closed", member=url)
         pool = self._stream_pools.get(url)
         if pool is None:
-            pool = self._stream_pools[url] = self._new_pool(url, self.stream_maxsize)
+            # Not blocking: every stream gets a new connection at once, however many streams
+            # are open; the pool only pre-allocates ``stream_idle`` slots.
+            pool = self._stream_pools[url] = self._new_pool(url, self.stream_idle, block=False)
         timeout = urllib3.Timeout(connect=connect_timeout, read=first_byte_timeout)
         timer = gevent.Timeout(connect_timeout + first_byte_timeout + 0.25)
         timer.start()

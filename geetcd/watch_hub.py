@@ -389,7 +389,8 @@ class ServerStream:
     def _dispatch(self, batch: WatchBatch) -> None:
         overflowed: list[Watch] | None = None
         wake: list[Waiter[None]] = []
-        for sub in self.subscribers:
+        # A snapshot: callbacks run inline may watch or cancel (attach / detach) meanwhile.
+        for sub in list(self.subscribers):
             if not sub._deliver(batch, wake):
                 if overflowed is None:
                     overflowed = []
@@ -468,10 +469,11 @@ class WatchHub:
             for sub in subscribers:
                 sub._closed_by_client()
             stream.done = True
+            stream.created.set()  # wakes a client.watch() still waiting for its creation
             connection = stream.connection
             if connection is not None:
                 connection.abort()
-            if stream.greenlet is not None:
+            if stream.greenlet is not None and stream.greenlet is not gevent.getcurrent():
                 stream.greenlet.kill(block=False)
         self.streams.clear()
         self.shared.clear()

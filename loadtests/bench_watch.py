@@ -88,6 +88,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     rss_idle_kib: float = 0.0
     rss_load_kib: float = 0.0
+    cpu_us_per_event: float = math.nan
     p50: float = math.nan
     p99: float = math.nan
     pmax: float = math.nan
@@ -224,6 +225,7 @@ def run_geetcd(endpoint: str, name: str, keys: list[str], rounds: int, iterators
         result.establish_s = time.perf_counter() - started
         result.rss_idle_kib = (settle() - rss0) / len(keys)
         result.server_streams, result.server_watchers = server_counts(endpoint)
+        cpu0 = time.process_time()
         if len(set(keys)) == 1:
             revisions = write_one_key(writer, keys[0], rounds)
             expected: Callable[[int], list[int]] = lambda index: revisions  # noqa: E731
@@ -236,9 +238,11 @@ def run_geetcd(endpoint: str, name: str, keys: list[str], rounds: int, iterators
             w.revision < last for w, last in zip(watches, lasts, strict=True)
         ):
             gevent.sleep(0.05)
+        cpu = time.process_time() - cpu0
         gevent.sleep(0.2)
         result.rss_load_kib = (rss_kib() - rss0) / len(keys)
         recorder.check(result, expected)
+        result.cpu_us_per_event = cpu / max(1, result.received) * 1e6
         for watch in watches:
             watch.cancel()
         gevent.joinall(consumers, timeout=10)
@@ -313,6 +317,7 @@ def run_floor(endpoint: str, name: str, keys: list[str], rounds: int) -> Result:
         result.establish_s = time.perf_counter() - started
         result.rss_idle_kib = (settle() - rss0) / len(keys)
         result.server_streams, result.server_watchers = server_counts(endpoint)
+        cpu0 = time.process_time()
         if len(set(keys)) == 1:
             revisions = write_one_key(writer, keys[0], rounds)
             expected: Callable[[int], list[int]] = lambda index: revisions  # noqa: E731
@@ -325,9 +330,11 @@ def run_floor(endpoint: str, name: str, keys: list[str], rounds: int) -> Result:
             not got or got[-1] < last for got, last in zip(recorder.revisions, lasts, strict=True)
         ):
             gevent.sleep(0.05)
+        cpu = time.process_time() - cpu0
         gevent.sleep(0.2)
         result.rss_load_kib = (rss_kib() - rss0) / len(keys)
         recorder.check(result, expected)
+        result.cpu_us_per_event = cpu / max(1, result.received) * 1e6
     finally:
         gevent.killall(greenlets, timeout=10)
         pool.close()
@@ -394,7 +401,8 @@ def print_table(results: list[Result]) -> None:
     header = (
         f"{'run':<28} {'watchers':>8} {'srv streams':>11} {'srv watchers':>12} "
         f"{'establish':>9} {'events':>8} {'lost':>5} {'dup':>4} {'order':>5} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'KiB/w idle':>10} {'KiB/w load':>10}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'KiB/w idle':>10} {'KiB/w load':>10} "
+        f"{'CPU us/ev':>9}"
     )
     print()
     print(header)
@@ -404,12 +412,14 @@ def print_table(results: list[Result]) -> None:
             f"{r.name:<28} {r.watchers:>8} {r.server_streams:>11.0f} {r.server_watchers:>12.0f} "
             f"{r.establish_s:>8.2f}s {r.received:>8} {r.lost:>5} {r.repeated:>4} "
             f"{r.out_of_order:>5} {r.p50:>7.1f} {r.p99:>7.1f} {r.pmax:>7.1f} "
-            f"{r.rss_idle_kib:>10.1f} {r.rss_load_kib:>10.1f}"
+            f"{r.rss_idle_kib:>10.1f} {r.rss_load_kib:>10.1f} {r.cpu_us_per_event:>9.1f}"
         )
     print()
     print("events: deliveries received (expected = watchers x rounds); lost / dup / order:")
     print("watchers that missed, repeated or reordered a revision. srv streams / watchers:")
     print("etcd's etcd_debugging_mvcc_watch_stream_total / _watcher_total while established.")
+    print("KiB/w: client VmRSS growth per watch, idle once established / after the load.")
+    print("CPU us/ev: client process CPU during the write phase per delivery (writer included).")
 
 
 def main(argv: list[str] | None = None) -> int:

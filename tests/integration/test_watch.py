@@ -459,3 +459,80 @@ def test_compaction_while_disconnected_ends_shared_subscribers(
         with pytest.raises(geetcd.WatchCompacted) as info:
             watch.next_event(timeout=5)
         assert info.value.compact_revision == compact_at
+
+
+def test_slow_callback_moves_to_its_own_greenlet(etcd_client: geetcd.Client) -> None:
+    slow_got: list[int] = []
+    fast_got: list[int] = []
+    errors: list[BaseException] = []
+
+    def slow(event: geetcd.Event) -> None:
+        gevent.sleep(0.3)  # blocks: too slow to run inline on a shared stream
+        slow_got.append(event.revision)
+
+    slow_watch = etcd_client.watch("sl", callback=slow, buffer=3, on_error=errors.append)
+    fast_watch = etcd_client.watch("sl", callback=lambda e: fast_got.append(e.revision))
+    assert len(hub_for(etcd_client).streams) == 1
+    first = etcd_client.put("sl", "0").header.revision
+    wait_for(lambda: slow_got == [first] and fast_got == [first], what="first event")
+    assert not slow_watch._inline and fast_watch._inline  # only the slow one was moved
+    revs = [etcd_client.put("sl", str(i)).header.revision for i in range(1, 4)]
+    wait_for(lambda: fast_got == [first, *revs], what="fast callbacks")
+    assert len(slow_got) < 4  # the fast one did not wait behind the slow one's sleeps
+    wait_for(lambda: slow_got == [first, *revs], what="slow callbacks")
+    assert slow_watch._runner is not None
+    wait_for(lambda: slow_watch._runner is None, timeout=5, what="idle greenlet retired")
+    # restarted by the next event; then flooded beyond its buffer of 3: WatchOverflow
+    burst = [etcd_client.put("sl", f"b{i}").header.revision for i in range(8)]
+    wait_for(lambda: bool(errors), timeout=10, what="overflow reported")
+    assert isinstance(errors[0], geetcd.WatchOverflow)
+    wait_for(lambda: fast_got[-1] == burst[-1], what="fast one unaffected")
+    assert slow_watch.error is errors[0]
+    assert slow_got == [first, *revs, *burst[: len(slow_got) - 4]]
+    assert errors[0].last_revision == slow_got[-1]
+
+
+def test_idle_watches_cost_one_probe_per_member_not_reconnects(
+    etcd_client: geetcd.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = etcd_client._executor
+    real_probe = executor.probe
+    probes: list[float] = []
+
+    def counting_probe(member: Any, timeout: float = 1.0) -> Any:
+        probes.append(time.monotonic())
+        return real_probe(member, timeout)
+
+    monkeypatch.setattr(executor, "probe", counting_probe)
+    watches = [etcd_client.watch(f"idle{i}", liveness=0.5) for i in range(5)]
+    streams = list(hub_for(etcd_client).streams)
+    connections = [s.connection for s in streams]
+    gevent.sleep(2.2)
+    # 5 silent streams on one member: about one probe per 0.5 s for the member, not per stream
+    assert 2 <= len(probes) <= 7
+    assert all(s.reconnects == 0 for s in streams)
+    assert [s.connection for s in streams] == connections  # nothing was reconnected
+    rev = etcd_client.put("idle3", "v").header.revision
+    assert watches[3].next_event(timeout=5).revision == rev
+
+
+def test_close_while_a_watch_is_being_created(
+    etcd_endpoints: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = geetcd.Client(etcd_endpoints, namespace="/geetcd-test/close-create/")
+    gate = gevent.event.Event()
+    real_open = client._transport.open_stream
+
+    def held_open(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(10)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(client._transport, "open_stream", held_open)
+    creating = gevent.spawn(client.watch, "k", timeout=30)
+    gevent.sleep(0.2)
+    started = time.monotonic()
+    client.close()
+    with pytest.raises(geetcd.WatchCanceled):
+        creating.get(timeout=5)
+    assert time.monotonic() - started < 5
+    gate.set()
