@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.pool
@@ -32,6 +32,16 @@ from geetcd.protocol.codec import Keyspace, b64, to_bytes
 from geetcd.protocol.kv import RangeOptions, check_bool, check_int
 from geetcd.transport import Transport
 from geetcd.txn import Compare, Comparison, Op, TxnOp, check_txn, lease_id, txn_body
+
+if TYPE_CHECKING:
+    from geetcd.auth import AuthAdmin as _AuthAdmin
+    from geetcd.cache import PrefixCache as _PrefixCache
+    from geetcd.lease import Lease as _Lease
+    from geetcd.lease import Session as _Session
+    from geetcd.models import Event as _Event
+    from geetcd.models import LeaseInfo as _LeaseInfo
+    from geetcd.watch import Watch as _Watch
+    from geetcd.watch import WatchFilter as _WatchFilter
 
 __all__ = ["Client"]
 
@@ -448,10 +458,6 @@ class Client:
 
     # ------------------------------------------------------------------ watch API
     # (section owned by geetcd/watch.py: methods here only delegate to it)
-    from geetcd.cache import PrefixCache as _PrefixCache
-    from geetcd.models import Event as _Event
-    from geetcd.watch import Watch as _Watch
-    from geetcd.watch import WatchFilter as _WatchFilter
 
     def watch(
         self,
@@ -565,9 +571,6 @@ class Client:
 
     # ------------------------------------------------------------------ lease API
     # (section owned by geetcd/lease.py: methods here only delegate to it)
-    from geetcd.lease import Lease as _Lease
-    from geetcd.lease import Session as _Session
-    from geetcd.models import LeaseInfo as _LeaseInfo
 
     def lease(
         self,
@@ -619,7 +622,6 @@ class Client:
 
     # ------------------------------------------------------------------ auth API
     # (section owned by geetcd/auth.py: methods here only delegate to it)
-    from geetcd.auth import AuthAdmin as _AuthAdmin
 
     @property
     def auth(self) -> _AuthAdmin:
