@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import gevent
@@ -199,7 +200,7 @@ class Executor:
         another member and return whichever answers first (the other is abandoned)."""
         assert self.hedge_delay is not None
         first_member: list[Member] = []
-        primary = gevent.spawn(
+        attempt = partial(
             self._loop,
             method,
             path,
@@ -210,27 +211,15 @@ class Executor:
             retry=retry,
             v3=v3,
             headers=headers,
-            chosen=first_member,
         )
+        primary = gevent.spawn(attempt, chosen=first_member)
         secondary: gevent.Greenlet[..., T] | None = None
         try:
             primary.join(timeout=min(self.hedge_delay, max(0.0, deadline - _monotonic())))
             if primary.ready():
                 return primary.get()
             self.hedges += 1
-            secondary = gevent.spawn(
-                self._loop,
-                method,
-                path,
-                payload,
-                interpret,
-                idempotent=True,
-                deadline=deadline,
-                retry=retry,
-                v3=v3,
-                headers=headers,
-                avoid=first_member[:1],
-            )
+            secondary = gevent.spawn(attempt, avoid=first_member[:1])
             racers: list[gevent.Greenlet[..., T]] = [primary, secondary]
             while True:
                 gevent.joinall(racers, count=1)
