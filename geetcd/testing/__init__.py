@@ -6,7 +6,9 @@ nothing, imports neither gevent nor the geetcd client and patches nothing.
 """
 
 from geetcd.testing.binary import EtcdBinaryNotFound, find_etcd_binary
-from geetcd.testing.server import EtcdCluster, EtcdMember, free_port
+from geetcd.testing.cluster import EtcdCluster
+from geetcd.testing.member import EtcdMember
+from geetcd.testing.process import free_port
 
 __all__ = [
     "EtcdBinaryNotFound",

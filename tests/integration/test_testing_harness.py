@@ -378,7 +378,7 @@ def test_parse_metrics() -> None:
 
 
 def test_port_clash_is_retried_with_new_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from geetcd.testing import server
+    from geetcd.testing import cluster as server
 
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
