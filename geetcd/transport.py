@@ -21,10 +21,12 @@ import contextlib
 import logging
 import socket as _stdlib_socket
 import ssl as _stdlib_ssl
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
 
 import gevent
+import gevent.hub
 import gevent.queue
 import gevent.socket
 import gevent.ssl
@@ -145,6 +147,60 @@ def make_ssl_context(tls: TLS) -> _stdlib_ssl.SSLContext:
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise TLSError(f"cannot load TLS material from {source}: {exc}") from exc
     return ctx
+
+
+class FairGate:
+    """A FIFO counting gate: at most ``size`` holders, waiters served strictly in arrival order.
+
+    urllib3's pool queue (and gevent's Semaphore) let a greenlet that just released a slot take
+    it again before the greenlets already waiting, so under fan-out a few greenlets starve (a
+    p99 of seconds at 512 greenlets on 64 connections). Here a released slot is handed to the
+    oldest waiter directly, so nobody can barge in.
+    """
+
+    __slots__ = ("_free", "_run_callback", "_waiters")
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[gevent.hub.Waiter[Any]] = deque()
+        self._run_callback = gevent.get_hub().loop.run_callback
+
+    def acquire(self, timeout: float | None) -> bool:
+        """Take a slot, waiting at most ``timeout`` seconds; False if none came in time."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        waiter: gevent.hub.Waiter[Any] = gevent.hub.Waiter()
+        self._waiters.append(waiter)
+        timer = gevent.Timeout.start_new(timeout) if timeout is not None else None
+        granted = False
+        try:
+            waiter.get()
+            granted = True
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+        finally:
+            if timer is not None:
+                timer.close()
+            if not granted:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                else:  # a slot was handed to us as we timed out or were killed: pass it on
+                    self.release()
+        return granted
+
+    def release(self) -> None:
+        """Give the slot to the oldest waiter, or back to the gate. Never raises."""
+        if self._waiters:
+            self._run_callback(self._waiters.popleft().switch, None)
+        else:
+            self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        """Greenlets waiting for a slot."""
+        return len(self._waiters)
 
 
 class RawResponse:
@@ -291,6 +347,7 @@ class Transport:
         self.headers: dict[str, str] = {**_JSON_HEADERS, **(extra_headers or {})}
         self._pools: dict[str, HTTPConnectionPool] = {}
         self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
+        self._gates: dict[str, FairGate] = {}
         self._stream_pools: dict[str, HTTPConnectionPool] = {}
         self._closed = False
 
@@ -321,6 +378,7 @@ class Transport:
         pool = self._pools.get(url)
         if pool is None:
             pool = self._pools[url] = self._new_pool(url, self.maxsize)
+            self._gates[url] = FairGate(self.maxsize)
         return pool
 
     def pool_usage(self, url: str) -> tuple[int, int]:
@@ -357,6 +415,13 @@ class Transport:
         if self._closed:
             raise ConnectionFailed("client is closed", member=url)
         pool = self._pools.get(url) or self.pool(url)
+        gate = self._gates[url]
+        waited = read_timeout if pool_timeout is None else pool_timeout
+        if not gate.acquire(waited):
+            raise PoolTimeout(
+                f"no free connection to {url} for {what or path} within {waited:.3f} s",
+                member=url,
+            )
         key = (connect_timeout, read_timeout)
         timeout = self._timeouts.get(key)
         if timeout is None:
@@ -373,12 +438,14 @@ class Transport:
                 redirect=False,
                 assert_same_host=False,
                 timeout=timeout,
-                pool_timeout=read_timeout if pool_timeout is None else pool_timeout,  # type: ignore[arg-type]
+                pool_timeout=waited,  # type: ignore[arg-type]
                 preload_content=True,
                 decode_content=False,
             )
         except (HTTPError, OSError, _stdlib_ssl.SSLError) as exc:
             raise translate(exc, url, what or path) from exc
+        finally:
+            gate.release()
         return RawResponse(response.status, response.data, response.headers)
 
     def open_stream(
