@@ -51,6 +51,7 @@ from geetcd.errors import (
     ConnectionLost,
     EtcdError,
     InvalidArgument,
+    InvalidType,
     PoolTimeout,
     ResponseTimeout,
     TLSError,
@@ -112,10 +113,20 @@ class _TLSPool(HTTPSConnectionPool):
 
 
 def parse_endpoint(url: str) -> tuple[str, str, int]:
-    """Split ``http(s)://host:port`` into (scheme, host, port); InvalidArgument otherwise."""
+    """Split ``http(s)://host:port`` into (scheme, host, port); InvalidArgument otherwise.
+
+    ``host:port`` without a scheme means ``http://host:port`` (as etcdctl accepts it); a
+    missing port means 2379.
+    """
     if not isinstance(url, str):
-        raise InvalidArgument(f"endpoint must be a str URL, got {type(url).__name__}")
-    parsed = urllib3.util.parse_url(url.strip())
+        raise InvalidType(f"endpoint must be a str URL, got {type(url).__name__}")
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parsed = urllib3.util.parse_url(text)
+    except urllib3.exceptions.LocationParseError as exc:
+        raise InvalidArgument(f"endpoint is not a URL: {url!r}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidArgument(f"endpoint must look like http://host:port, got {url!r}")
     if parsed.path not in (None, "", "/"):
