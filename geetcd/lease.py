@@ -48,6 +48,7 @@ from geetcd.protocol.errors import error_from_body
 from geetcd.txn import lease_id as _lease_id
 
 if TYPE_CHECKING:
+    from geetcd._executor import Executor
     from geetcd.client import Client
     from geetcd.cluster import Member
     from geetcd.transport import RawResponse
@@ -346,6 +347,18 @@ def grant(
     return lease
 
 
+def _remaining(executor: Executor, lease_id: int, deadline: float) -> LeaseInfo:
+    """The lease's time to live (``ttl`` -1: gone), asked within ``deadline``."""
+    info: LeaseInfo = executor.call(
+        proto.TIME_TO_LIVE,
+        proto.time_to_live_body(lease_id),
+        proto.parse_time_to_live,
+        idempotent=True,
+        deadline=deadline,
+    )
+    return info
+
+
 def _resolve_grant(
     client: Client, body: dict[str, Any], lease_id: int, deadline: float, unknown: OutcomeUnknown
 ) -> tuple[int, int, float]:
@@ -354,13 +367,7 @@ def _resolve_grant(
         if _monotonic() >= deadline:
             raise unknown
         checked_at = _monotonic()
-        info: LeaseInfo = executor.call(
-            proto.TIME_TO_LIVE,
-            proto.time_to_live_body(lease_id),
-            proto.parse_time_to_live,
-            idempotent=True,
-            deadline=deadline,
-        )
+        info = _remaining(executor, lease_id, deadline)
         if info.ttl >= 0:
             log.info(
                 "lease grant %d: answer lost, but the lease exists; taken as granted", lease_id
@@ -406,13 +413,7 @@ def revoke(client: Client, lease: object, timeout: float | None = None) -> None:
         while True:
             if _monotonic() >= deadline:
                 raise unknown
-            info: LeaseInfo = executor.call(
-                proto.TIME_TO_LIVE,
-                proto.time_to_live_body(lease_id),
-                proto.parse_time_to_live,
-                idempotent=True,
-                deadline=deadline,
-            )
+            info = _remaining(executor, lease_id, deadline)
             if info.ttl < 0:
                 break
             try:

@@ -427,14 +427,7 @@ class Watch:
         events = batch.events
         for index, event in enumerate(events):
             started = _monotonic()
-            try:
-                callback(event)
-            except Exception as exc:  # noqa: BLE001 - user code: reported, never swallowed
-                self.error = exc
-                self.cancel()
-                self._report(exc)
-                return
-            if self._end_reason:  # canceled by the callback or by another greenlet
+            if not self._call_back(callback, event):
                 return
             if _monotonic() - started > _SLOW_CALLBACK and self._shares_stream():
                 self._inline = False
@@ -489,16 +482,24 @@ class Watch:
             batch = batches.popleft()
             self._buffered -= len(batch.events) or 1
             for event in batch.events:
-                try:
-                    callback(event)
-                except Exception as exc:  # noqa: BLE001 - user code: reported, never swallowed
-                    self.error = exc
-                    self.cancel()
-                    self._report(exc)
-                    return
-                if self._end_reason:  # the callback canceled the watch (or closed the client)
+                if not self._call_back(callback, event):
                     return
             self.revision = max(self.revision, batch.revision)
+
+    def _call_back(self, callback: Callable[[Event], object], event: Event) -> bool:
+        """Run the user's callback on one event; False once the watch has ended.
+
+        An exception from the callback ends the watch (``error``, then on_error or the log):
+        reported, never swallowed. The callback (or another greenlet) may also cancel it.
+        """
+        try:
+            callback(event)
+        except Exception as exc:  # noqa: BLE001 - user code: reported, never swallowed
+            self.error = exc
+            self.cancel()
+            self._report(exc)
+            return False
+        return not self._end_reason
 
     def _report(self, error: BaseException) -> None:
         """Hand a terminal error to on_error, or log it with its traceback."""
