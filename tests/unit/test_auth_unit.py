@@ -11,6 +11,7 @@ from typing import Any
 import gevent
 import gevent.pool
 import pytest
+from fake_transport import Call, FakeTransport
 
 import geetcd
 from geetcd import errors as E
@@ -36,12 +37,12 @@ NOT_ENABLED = error(400, 9, "etcdserver: authentication is not enabled")
 INVALID_TOKEN = error(401, 16, "etcdserver: invalid auth token")
 
 
-class FakeServer:
+class FakeServer(FakeTransport):
     """Answers /v3/auth/authenticate with tokens "tok1", "tok2", ... (or ``auth_answer``) after
     ``delay`` seconds; answers /v3/kv/range with ``kv_answer(headers)``."""
 
     def __init__(self) -> None:
-        self.headers = dict(DEFAULTS)  # the Transport attribute TokenAuth copies
+        super().__init__(self._answer, headers=dict(DEFAULTS))
         self.delay = 0.0
         self.auth_answer: RawResponse | None = None
         self.auth_raise: Callable[[str], None] | None = None
@@ -50,36 +51,24 @@ class FakeServer:
         self.auth_urls: list[str] = []
         self.kv_headers: list[Any] = []
 
-    def request(
-        self,
-        url: str,
-        method: str,
-        path: str,
-        body: bytes | None,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        pool_timeout: float | None = None,
-        headers: Any = None,
-        what: str = "",
-    ) -> RawResponse:
-        if what == "health probe":
+    def _answer(self, call: Call, _n: int) -> RawResponse:
+        if call.what == "health probe":
             return RawResponse(200, OK_RANGE)
-        if path == "/v3/auth/authenticate":
-            assert headers is None, "authenticate must never carry a token"
-            assert body is not None
-            assert decode_json(body) == {"name": "alice", "password": "pw"}
-            self.auth_urls.append(url)
+        if call.path == "/v3/auth/authenticate":
+            assert call.headers is None, "authenticate must never carry a token"
+            assert call.body is not None
+            assert decode_json(call.body) == {"name": "alice", "password": "pw"}
+            self.auth_urls.append(call.url)
             if self.delay:
                 gevent.sleep(self.delay)
             if self.auth_raise is not None:
-                self.auth_raise(url)
+                self.auth_raise(call.url)
             if self.auth_answer is not None:
                 return self.auth_answer
             self.tokens += 1
             return RawResponse(200, encode_json({"header": {}, "token": f"tok{self.tokens}"}))
-        self.kv_headers.append(headers)
-        return self.kv_answer(headers)
+        self.kv_headers.append(call.headers)
+        return self.kv_answer(call.headers)
 
 
 class Setup:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
 import gevent.pool
 import pytest
+from fake_transport import Call, FakeTransport, Handler
 
 import geetcd
 from geetcd import errors as E
@@ -414,48 +414,7 @@ def test_structured_subclass_fields() -> None:
 
 
 # ---------------------------------------------------------------------------- the request loop
-# A fake transport with the real Transport.request signature; real ClusterState and Executor.
-
-
-@dataclass
-class Call:
-    url: str
-    method: str
-    path: str
-    body: bytes | None
-    connect_timeout: float
-    read_timeout: float
-    pool_timeout: float | None
-    what: str
-
-
-Handler = Callable[[Call, int], RawResponse]
-
-
-class FakeTransport:
-    """Answers each request with ``handler(call, n)`` (n = 1-based call number), which
-    returns a RawResponse or raises a geetcd transport error."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.calls: list[Call] = []
-
-    def request(
-        self,
-        url: str,
-        method: str,
-        path: str,
-        body: bytes | None,
-        *,
-        connect_timeout: float,
-        read_timeout: float,
-        pool_timeout: float | None = None,
-        headers: Any = None,
-        what: str = "",
-    ) -> RawResponse:
-        call = Call(url, method, path, body, connect_timeout, read_timeout, pool_timeout, what)
-        self.calls.append(call)
-        return self.handler(call, len(self.calls))
+# The fake transport of fake_transport.py; real ClusterState and Executor.
 
 
 OK_RANGE = encode_json(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from fake_transport import FakeTransport
 
 import geetcd
 from geetcd import v2
@@ -376,27 +377,17 @@ def test_members_leader_version_stats() -> None:
 Handler = Callable[[str, str, str, bytes | None, Mapping[str, str] | None], RawResponse]
 
 
-class FakeTransport:
-    """Answers requests with ``handler``; records v2 requests (url, method, path, body,
-    headers)."""
+class SentRecorder(FakeTransport):
+    """Records v2 requests as (url, method, path, body, headers); health probes of the
+    cluster state (to /v3/) are left out."""
 
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.sent: list[tuple[str, str, str, bytes | None, Mapping[str, str] | None]] = []
-
-    def request(
-        self,
-        url: str,
-        method: str,
-        path: str,
-        body: bytes | None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **_: Any,
-    ) -> RawResponse:
-        if not path.startswith("/v3/"):  # health probes of the cluster state are not kept
-            self.sent.append((url, method, path, body, headers))
-        return self.handler(url, method, path, body, headers)
+    @property
+    def sent(self) -> list[tuple[str, str, str, bytes | None, Mapping[str, str] | None]]:
+        return [
+            (c.url, c.method, c.path, c.body, c.headers)
+            for c in self.calls
+            if not c.path.startswith("/v3/")
+        ]
 
 
 OK_SET = (
@@ -406,9 +397,9 @@ OK_SET = (
 M1, M2 = "http://127.0.0.1:1", "http://127.0.0.1:2"
 
 
-def _client(handler: Handler, **options: Any) -> tuple[v2.Client, FakeTransport]:
+def _client(handler: Handler, **options: Any) -> tuple[v2.Client, SentRecorder]:
     client = v2.Client([M1, M2], policy=geetcd.PickPolicy.ROUND_ROBIN, **options)
-    fake = FakeTransport(handler)
+    fake = SentRecorder(lambda c, _n: handler(c.url, c.method, c.path, c.body, c.headers))
     client.client._executor.transport = fake  # type: ignore[assignment]
     return client, fake
 
