@@ -33,11 +33,16 @@ from geetcd.errors import (
     OutcomeUnknown,
     UnsupportedServer,
 )
+from geetcd.models import Header
+from geetcd.protocol.cluster import PROBE_BODY
 from geetcd.protocol.codec import decode_json, encode_json
 from geetcd.protocol.errors import error_from_body
+from geetcd.protocol.kv import RANGE, parse_header
 from geetcd.transport import RawResponse, Transport
 
 __all__ = ["Authenticator", "Executor"]
+
+_PROBE_PAYLOAD = encode_json(PROBE_BODY)
 
 T = TypeVar("T")
 log = logging.getLogger("geetcd.client")
@@ -366,16 +371,13 @@ class Executor:
         self.api_prefix = prefix
         return True
 
-    def probe(self, member: Member, timeout: float = 1.0) -> Any:
+    def probe(self, member: Member, timeout: float = 1.0) -> Header:
         """One cheap request to ``member`` only (for the prober); raises on any failure."""
-        from geetcd.protocol.cluster import PROBE_BODY
-        from geetcd.protocol.kv import RANGE, parse_header
-
         response = self.transport.request(
             member.url,
             "POST",
             self.api_prefix + RANGE,
-            encode_json(PROBE_BODY),
+            _PROBE_PAYLOAD,
             connect_timeout=timeout,
             read_timeout=timeout,
             what="health probe",

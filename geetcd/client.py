@@ -201,8 +201,8 @@ class Client:
 
     # ------------------------------------------------------------------ cluster I/O hooks
     def _probe(self, member: Member) -> Header:
-        header: Header = self._executor.probe(member)
-        return header
+        # Late-bound: the cluster state exists before the executor that probes for it.
+        return self._executor.probe(member)
 
     def _fetch_members(self) -> MemberList:
         return self.member_list()
