@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 import gevent.pool
@@ -40,8 +40,14 @@ if TYPE_CHECKING:
     from geetcd.lease import Session as _Session
     from geetcd.models import Event as _Event
     from geetcd.models import LeaseInfo as _LeaseInfo
+    from geetcd.recipes.election import Election as _Election
+    from geetcd.recipes.lock import Lock as _Lock
+    from geetcd.recipes.sessions import SessionPool as _SessionPool
+    from geetcd.recipes.stm import STMTx as _STMTx
     from geetcd.watch import Watch as _Watch
     from geetcd.watch import WatchFilter as _WatchFilter
+
+_T = TypeVar("_T")
 
 __all__ = ["Client"]
 
@@ -135,6 +141,7 @@ class Client:
         self._started = False
         # Called (in order, errors logged) by close() before background greenlets are killed.
         self._on_close: list[Callable[[], None]] = []
+        self._sessions: _SessionPool | None = None
         self._parse_range = partial(kv_proto.parse_range, ks=self._ks)
         self._parse_put = partial(kv_proto.parse_put, ks=self._ks)
         self._parse_delete = partial(kv_proto.parse_delete, ks=self._ks)
@@ -631,6 +638,46 @@ class Client:
         from geetcd.auth import AuthAdmin
 
         return AuthAdmin(self)
+
+    # ------------------------------------------------------------------ coordination API
+    # (section owned by geetcd/recipes/: methods here only delegate to it)
+
+    def lock(self, name: str | bytes, *, ttl: int = 60) -> _Lock:
+        """A :class:`geetcd.recipes.Lock` on ``name``, with the key layout of Go's
+        ``concurrency.Mutex`` (interoperates with ``etcdctl lock``). Does no I/O."""
+        from geetcd.recipes.lock import Lock
+
+        return Lock(self, name, ttl=ttl, sessions=self._shared_sessions())
+
+    def election(self, name: str | bytes, *, ttl: int = 60) -> _Election:
+        """A :class:`geetcd.recipes.Election` on ``name``, with the layout of Go's
+        ``concurrency.Election`` (interoperates with ``etcdctl elect``). Does no I/O."""
+        from geetcd.recipes.election import Election
+
+        return Election(self, name, ttl=ttl, sessions=self._shared_sessions())
+
+    def stm(
+        self,
+        fn: Callable[[_STMTx], _T],
+        *,
+        isolation: str = "serializable_snapshot",
+        retries: int | None = None,
+        timeout: float | None = None,
+    ) -> _T:
+        """Run ``fn(tx)`` as a software transaction with Go ``concurrency.STM`` semantics
+        (see :func:`geetcd.recipes.stm.run_stm`) and return what ``fn`` returned."""
+        from geetcd.recipes.stm import run_stm
+
+        return run_stm(self, fn, isolation=isolation, retries=retries, timeout=timeout)
+
+    def _shared_sessions(self) -> _SessionPool:
+        """The client's session pool: one kept-alive session per TTL, shared by its locks and
+        elections, revoked when the client closes."""
+        if self._sessions is None:
+            from geetcd.recipes.sessions import SessionPool
+
+            self._sessions = SessionPool(self)
+        return self._sessions
 
 
 def _is_read_only(op: TxnOp) -> bool:
