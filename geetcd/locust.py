@@ -10,12 +10,23 @@
             self.client.get("k", name="get k")  # type "get", name "get k"
 
 Run it with ``locust -f file.py --host http://127.0.0.1:2379[,http://...]``. Every call on
-``self.client`` fires exactly one locust ``request`` event (``request_type`` is the operation,
-``name`` the ``name=`` keyword or else the operation, ``response_time`` in milliseconds,
-``response_length`` the bytes of values read plus values written, ``exception`` the error or
-None) and then returns the result or re-raises the error: a failed call is counted by locust
-*and* seen by the task. Watch deliveries are reported too (request type ``"watch"``, their
-put-to-delivery latency) when the writer stamps its values with :func:`stamp_value`.
+``self.client`` fires exactly one locust ``request`` event, with the keywords locust's own
+HTTP users give, so listeners written for them (CSV/JSON writers, exporters such as
+locust-plugins' timescale listener) work unchanged:
+
+- ``request_type``: the operation (``"get"``, ``"put"``, ...); ``name``: the ``name=``
+  keyword, else the operation;
+- ``start_time``: ``time.time()`` when the call started; ``response_time``: its duration
+  in milliseconds;
+- ``url``: the client URL of the member that answered (see :meth:`LocustEtcdClient.call`);
+- ``response_length``: bytes of values read plus values written;
+- ``context``: the user's :meth:`locust.User.context` (``{}`` by default);
+- ``exception``: the error, or None; ``response``: None (there is no HTTP response object).
+
+The call then returns the result or re-raises the error: a failed call is counted by
+locust *and* seen by the task. Watch deliveries are reported too (request type
+``"watch"``, their put-to-delivery latency) when the writer stamps its values with
+:func:`stamp_value`.
 
 Importing this module imports locust, which monkey-patches the process (``gevent.monkey``):
 the geetcd core never imports it. Under the ``locust`` command the patching happens before
@@ -24,49 +35,32 @@ that imports urllib3 or ssl (geetcd included).
 
 Each user builds its own :class:`geetcd.Client` in ``__init__`` (after ``--processes``
 forked, never at import) and closes it in ``on_stop``; subclasses that override ``on_stop``
-must call ``super().on_stop()``.
+must call ``super().on_stop()``. ``geetcd-bench``'s statistics (precise percentiles,
+progress lines) are collected by :mod:`geetcd.bench.collector`, not here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-import gevent
-from locust import User, events
+from locust import User
 from locust.env import Environment
 from locust.exception import StopTest
 
 import geetcd
-from geetcd.lease import Lease
-from geetcd.models import (
-    DeleteResponse,
-    Event,
-    EventType,
-    Header,
-    KeyValue,
-    LeaseInfo,
-    MemberList,
-    PutResponse,
-    RangeResponse,
-    Status,
-    TxnResponse,
-)
-from geetcd.txn import Comparison, TxnOp
+from geetcd.bench.histogram import LatencyHistogram
+from geetcd.models import Event, EventType, Header, KeyValue, RangeResponse, TxnResponse
+from geetcd.txn import TxnOp
 from geetcd.watch import Watch
 
 __all__ = [
-    "BENCH_REPORT_ENV",
+    "OPERATIONS",
     "EtcdUser",
     "LatencyHistogram",
     "LocustEtcdClient",
-    "PROGRESS_MARK",
     "WATCH",
     "WatchReporter",
     "is_coordinator",
@@ -129,6 +123,61 @@ def is_coordinator(environment: Environment) -> bool:
     return not isinstance(environment.runner, WorkerRunner)
 
 
+# ---------------------------------------------------------------------------------------------
+# the table of operations
+
+
+def _length(value: object) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode())
+    return 0
+
+
+def _arg(position: int, keyword: str) -> Callable[[tuple[Any, ...], dict[str, Any]], int]:
+    """Bytes of the argument at ``position`` (or given as ``keyword``)."""
+
+    def sent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        if len(args) > position:
+            return _length(args[position])
+        return _length(kwargs.get(keyword))
+
+    return sent
+
+
+def _ops_length(ops: object) -> int:
+    if not isinstance(ops, Sequence):
+        return 0
+    return sum(_length(getattr(op, "value", None)) for op in ops if isinstance(op, TxnOp))
+
+
+def _txn_sent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    success = args[1] if len(args) > 1 else kwargs.get("success", ())
+    failure = args[2] if len(args) > 2 else kwargs.get("failure", ())
+    return max(_ops_length(success), _ops_length(failure))
+
+
+def _nothing(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    return 0
+
+
+OPERATIONS: Mapping[str, Callable[[tuple[Any, ...], dict[str, Any]], int]] = {
+    "put": _arg(1, "value"),
+    "put_if_absent": _arg(1, "value"),
+    "replace": _arg(2, "new"),
+    "txn": _txn_sent,
+}
+"""How many bytes a call writes, by :class:`geetcd.Client` method, from its arguments.
+
+Every public method of the client is reported the same way (see :class:`LocustEtcdClient`);
+this table only says which ones carry values to the server (the request's response length
+counts them, plus the bytes of values in the result). Methods not listed write none.
+"""
+
+_NOT_REPORTED = frozenset({"close", "spawn", "sync_members"})
+
+
 def _values_length(result: object) -> int:
     """Bytes of values carried by a result (reads); 0 for results without values."""
     if isinstance(result, KeyValue):
@@ -142,17 +191,9 @@ def _values_length(result: object) -> int:
     return 0
 
 
-def _ops_length(ops: Sequence[TxnOp]) -> int:
-    total = 0
-    for op in ops:
-        value = getattr(op, "value", None)
-        if isinstance(value, bytes):
-            total += len(value)
-    return total
-
-
-def _sent_length(value: str | bytes) -> int:
-    return len(value.encode() if isinstance(value, str) else value)
+def _header_of(result: object) -> Header | None:
+    header = getattr(result, "header", None)
+    return header if isinstance(header, Header) else None
 
 
 class WatchReporter:
@@ -160,11 +201,12 @@ class WatchReporter:
 
     A greenlet of the client iterates the watch. Every PUT event whose value carries a stamp
     (:func:`stamp_value`) fires one request event of type ``"watch"`` whose response time is
-    the put-to-delivery latency. Other events (deletes, values without a stamp) are counted in
-    ``unstamped`` and not reported. ``on_event`` (if given) sees every event, after it was
-    reported, in the reader greenlet. If the watch raises (or ``on_event`` does), the error
-    is reported once as a failed ``"watch"`` request, logged, kept in ``error``, and the
-    reporter ends.
+    the put-to-delivery latency (``start_time``: the stamp; ``url``: the member serving the
+    watch's stream, :attr:`geetcd.watch.Watch.member`). Other events (deletes, values
+    without a stamp) are counted in ``unstamped`` and not reported. ``on_event`` (if given)
+    sees every event, after it was reported, in the reader greenlet. If the watch raises (or
+    ``on_event`` does), the error is reported once as a failed ``"watch"`` request, logged,
+    kept in ``error``, and the reporter ends.
     """
 
     def __init__(
@@ -207,7 +249,14 @@ class WatchReporter:
         else:
             self.delivered += 1
             latency_ms = max(0.0, (now - stamp) * 1000.0)
-            self._client.report(WATCH, self.name, latency_ms, len(event.kv.value))
+            self._client.report(
+                WATCH,
+                self.name,
+                latency_ms,
+                len(event.kv.value),
+                start_time=stamp,
+                url=self.watch.member,
+            )
         if self._on_event is not None:
             self._on_event(event)
 
@@ -223,20 +272,29 @@ class WatchReporter:
 class LocustEtcdClient:
     """A :class:`geetcd.Client` wrapper that reports every call to locust (``EtcdUser.client``).
 
-    Each method takes the arguments of the geetcd method of the same name plus ``name=``
-    (the label shown in locust's statistics; default: the operation), fires one ``request``
-    event and returns the geetcd result or re-raises its error (``Exception`` subclasses;
-    ``gevent.Timeout`` and ``GreenletExit`` pass through unreported). Methods of
-    :class:`geetcd.Client` that have no wrapper here (``leases``, ``watch_once``,
-    ``session``, later additions...) are reached through attribute access and reported the
-    same way, with the method's name as the request type. ``raw`` is the wrapped client, for
-    calls that must not be reported.
+    Every public method of :class:`geetcd.Client` is available here with the same arguments
+    plus ``name=`` (the label in locust's statistics; default: the method's name). A call
+    fires one ``request`` event (the keywords of the module docstring; the bytes written
+    come from :data:`OPERATIONS`) and returns the geetcd result or re-raises its error
+    (``Exception`` subclasses; ``gevent.Timeout`` and ``GreenletExit`` pass through
+    unreported). Three methods behave differently: :meth:`iter_prefix` (one event when the
+    iteration ends), :meth:`watch` and :meth:`watch_prefix` (one event per delivery).
+    ``close``, ``spawn`` and ``sync_members`` are not reported. Attributes that are not
+    methods (``endpoints``, ``closed``...) are the client's. ``raw`` is the wrapped client,
+    for calls that must not be reported. ``context`` (a callable returning a dict; default
+    ``{}``) gives each event's ``context``.
     """
 
-    def __init__(self, client: geetcd.Client, environment: Environment) -> None:
+    def __init__(
+        self,
+        client: geetcd.Client,
+        environment: Environment,
+        context: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.raw = client
         self.environment = environment
         self._fire: Callable[..., Any] = environment.events.request.fire
+        self._context = context
         self._watches: list[WatchReporter] = []
 
     def __repr__(self) -> str:
@@ -250,18 +308,26 @@ class LocustEtcdClient:
         response_time: float,
         response_length: int = 0,
         exception: BaseException | None = None,
+        *,
+        start_time: float | None = None,
+        url: str | None = None,
     ) -> None:
         """Fire one locust request event (for custom measurements such as CAS conflicts).
 
-        ``response_time`` is in milliseconds. Never raises unless a locust listener does.
+        ``response_time`` is in milliseconds; ``start_time`` defaults to now minus it, and
+        ``url`` (when None) to the client's endpoints, sorted and joined by commas. Never
+        raises unless a locust listener does (or the ``context`` callable).
         """
         self._fire(
             request_type=request_type,
             name=name,
+            start_time=time.time() - response_time / 1000.0 if start_time is None else start_time,
             response_time=response_time,
             response_length=response_length,
+            response=None,
+            context=self._context() if self._context is not None else {},
             exception=exception,
-            context={},
+            url=",".join(sorted(self.raw.endpoints)) if url is None else url,
         )
 
     def call(
@@ -277,129 +343,54 @@ class LocustEtcdClient:
 
         The response length is ``sent`` plus the bytes of values in the result. An
         ``Exception`` is reported as the request's failure and re-raised unchanged.
+
+        ``url`` is the member that answered: the one member whose count of successful calls
+        (``Member.ok_count`` in :attr:`geetcd.Client.cluster_state`) grew during the call,
+        or, if several did (a watch or keepalive of the same client answered meanwhile),
+        the one whose id is in the result's header; for a failure, the member whose
+        ``last_error`` changed. When none can be told, the client's endpoints, sorted and
+        joined by commas.
         """
         label = request_type if name is None else name
-        start = time.perf_counter()
+        members = self.raw.cluster_state.members
+        before = [(m, m.ok_count, m.last_error) for m in members]
+        started, start = time.time(), time.perf_counter()
         try:
             result = func(*args, **kwargs)
         except Exception as exc:
-            self.report(request_type, label, (time.perf_counter() - start) * 1000.0, sent, exc)
+            elapsed = (time.perf_counter() - start) * 1000.0
+            failed = [m.url for m, _, error in before if m.last_error is not error]
+            where = failed[0] if len(failed) == 1 else None
+            self.report(request_type, label, elapsed, sent, exc, start_time=started, url=where)
             raise
         elapsed = (time.perf_counter() - start) * 1000.0
-        self.report(request_type, label, elapsed, sent + _values_length(result))
+        answered = [m for m, ok, _ in before if m.ok_count != ok]
+        url: str | None = None
+        if len(answered) == 1:
+            url = answered[0].url
+        elif answered:
+            header = _header_of(result)
+            same = [m for m in answered if header is not None and m.id == header.member_id]
+            url = (same or answered)[0].url
+        length = sent + _values_length(result)
+        self.report(request_type, label, elapsed, length, start_time=started, url=url)
         return result
 
-    def __getattr__(self, attr: str) -> Callable[..., Any]:
+    def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_"):
             raise AttributeError(attr)
         target = getattr(self.raw, attr)
-        if not callable(target):
-            return target  # type: ignore[no-any-return]
+        if not callable(target) or attr in _NOT_REPORTED:
+            return target
+        written = OPERATIONS.get(attr, _nothing)
 
         def reported(*args: Any, name: str | None = None, **kwargs: Any) -> Any:
-            return self.call(attr, name, target, *args, **kwargs)
+            return self.call(attr, name, target, *args, sent=written(args, kwargs), **kwargs)
 
         reported.__name__ = attr
-        reported.__doc__ = getattr(target, "__doc__", None)
+        reported.__doc__ = f"geetcd.Client.{attr}, reported to locust as {attr!r}."
+        setattr(self, attr, reported)  # found in the instance from now on
         return reported
-
-    # ------------------------------------------------------------------ KV
-    def get(self, key: str | bytes, *, name: str | None = None, **options: Any) -> KeyValue | None:
-        """:meth:`geetcd.Client.get`, reported as ``"get"``."""
-        result: KeyValue | None = self.call("get", name, self.raw.get, key, **options)
-        return result
-
-    def range(
-        self,
-        key: str | bytes,
-        range_end: str | bytes | None = None,
-        *,
-        name: str | None = None,
-        **options: Any,
-    ) -> RangeResponse:
-        """:meth:`geetcd.Client.range`, reported as ``"range"``."""
-        result: RangeResponse = self.call("range", name, self.raw.range, key, range_end, **options)
-        return result
-
-    def get_prefix(
-        self, prefix: str | bytes, *, name: str | None = None, **options: Any
-    ) -> list[KeyValue]:
-        """:meth:`geetcd.Client.get_prefix`, reported as ``"get_prefix"``."""
-        result: list[KeyValue] = self.call(
-            "get_prefix", name, self.raw.get_prefix, prefix, **options
-        )
-        return result
-
-    def put(
-        self, key: str | bytes, value: str | bytes, *, name: str | None = None, **options: Any
-    ) -> PutResponse:
-        """:meth:`geetcd.Client.put`, reported as ``"put"`` (length: the value's bytes)."""
-        result: PutResponse = self.call(
-            "put", name, self.raw.put, key, value, sent=_sent_length(value), **options
-        )
-        return result
-
-    def delete(
-        self, key: str | bytes, *, name: str | None = None, **options: Any
-    ) -> DeleteResponse:
-        """:meth:`geetcd.Client.delete`, reported as ``"delete"``."""
-        result: DeleteResponse = self.call("delete", name, self.raw.delete, key, **options)
-        return result
-
-    def delete_prefix(
-        self, prefix: str | bytes, *, name: str | None = None, **options: Any
-    ) -> DeleteResponse:
-        """:meth:`geetcd.Client.delete_prefix`, reported as ``"delete_prefix"``."""
-        result: DeleteResponse = self.call(
-            "delete_prefix", name, self.raw.delete_prefix, prefix, **options
-        )
-        return result
-
-    def txn(
-        self,
-        compare: Sequence[Comparison] = (),
-        success: Sequence[TxnOp] = (),
-        failure: Sequence[TxnOp] = (),
-        *,
-        name: str | None = None,
-        **options: Any,
-    ) -> TxnResponse:
-        """:meth:`geetcd.Client.txn`, reported as ``"txn"`` (a failed compare is a success)."""
-        sent = max(_ops_length(success), _ops_length(failure))
-        result: TxnResponse = self.call(
-            "txn", name, self.raw.txn, compare, success, failure, sent=sent, **options
-        )
-        return result
-
-    def put_if_absent(
-        self, key: str | bytes, value: str | bytes, *, name: str | None = None, **options: Any
-    ) -> bool:
-        """:meth:`geetcd.Client.put_if_absent`, reported as ``"put_if_absent"``."""
-        result: bool = self.call(
-            "put_if_absent",
-            name,
-            self.raw.put_if_absent,
-            key,
-            value,
-            sent=_sent_length(value),
-            **options,
-        )
-        return result
-
-    def replace(
-        self,
-        key: str | bytes,
-        old: str | bytes,
-        new: str | bytes,
-        *,
-        name: str | None = None,
-        **options: Any,
-    ) -> bool:
-        """:meth:`geetcd.Client.replace`, reported as ``"replace"``."""
-        result: bool = self.call(
-            "replace", name, self.raw.replace, key, old, new, sent=_sent_length(new), **options
-        )
-        return result
 
     def iter_prefix(
         self, prefix: str | bytes, *, name: str | None = None, **options: Any
@@ -408,50 +399,18 @@ class LocustEtcdClient:
         iteration ends (its time covers every page; an error is reported and re-raised). An
         iteration the caller abandons early is not reported."""
         label = "iter_prefix" if name is None else name
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         length = 0
         try:
             for kv in self.raw.iter_prefix(prefix, **options):
                 length += len(kv.value)
                 yield kv
         except Exception as exc:
-            self.report("iter_prefix", label, (time.perf_counter() - start) * 1000.0, length, exc)
+            elapsed = (time.perf_counter() - start) * 1000.0
+            self.report("iter_prefix", label, elapsed, length, exc, start_time=started)
             raise
-        self.report("iter_prefix", label, (time.perf_counter() - start) * 1000.0, length)
-
-    def compact(self, revision: int, *, name: str | None = None, **options: Any) -> Header:
-        """:meth:`geetcd.Client.compact`, reported as ``"compact"``."""
-        result: Header = self.call("compact", name, self.raw.compact, revision, **options)
-        return result
-
-    def lease(self, ttl: int, *, name: str | None = None, **options: Any) -> Lease:
-        """:meth:`geetcd.Client.lease` (the grant), reported as ``"lease"``; keepalives that
-        follow (``keepalive=True``) are not reported."""
-        result: Lease = self.call("lease", name, self.raw.lease, ttl, **options)
-        return result
-
-    def revoke_lease(self, lease: object, *, name: str | None = None, **options: Any) -> None:
-        """:meth:`geetcd.Client.revoke_lease`, reported as ``"revoke_lease"``."""
-        self.call("revoke_lease", name, self.raw.revoke_lease, lease, **options)
-
-    def lease_time_to_live(
-        self, lease: object, keys: bool = False, *, name: str | None = None, **options: Any
-    ) -> LeaseInfo:
-        """:meth:`geetcd.Client.lease_time_to_live`, reported as ``"lease_time_to_live"``."""
-        result: LeaseInfo = self.call(
-            "lease_time_to_live", name, self.raw.lease_time_to_live, lease, keys, **options
-        )
-        return result
-
-    def status(self, *, name: str | None = None, **options: Any) -> Status:
-        """:meth:`geetcd.Client.status`, reported as ``"status"``."""
-        result: Status = self.call("status", name, self.raw.status, **options)
-        return result
-
-    def member_list(self, *, name: str | None = None, **options: Any) -> MemberList:
-        """:meth:`geetcd.Client.member_list`, reported as ``"member_list"``."""
-        result: MemberList = self.call("member_list", name, self.raw.member_list, **options)
-        return result
+        elapsed = (time.perf_counter() - start) * 1000.0
+        self.report("iter_prefix", label, elapsed, length, start_time=started)
 
     # ------------------------------------------------------------------ watch
     def watch(
@@ -501,7 +460,9 @@ class EtcdUser(User):
     comma-separated. ``client_options`` are passed to :class:`geetcd.Client` (for example
     ``{"namespace": "/bench/", "timeout": 5.0}``), or override :meth:`client_kwargs`. The
     client is built in ``__init__`` (no I/O until the first call) and closed in
-    :meth:`on_stop`. Raises locust's ``StopTest`` when no host is given.
+    :meth:`on_stop`. Each request event's ``context`` is :meth:`context` (override it to tag
+    requests, as with locust's HTTP users). Raises locust's ``StopTest`` when no host is
+    given.
     """
 
     abstract = True
@@ -515,7 +476,8 @@ class EtcdUser(User):
                 "EtcdUser needs etcd endpoints: pass --host http://127.0.0.1:2379 (several "
                 "members comma-separated) or set the host attribute of the User class."
             )
-        self.client = LocustEtcdClient(geetcd.Client(host, **self.client_kwargs()), environment)
+        client = geetcd.Client(host, **self.client_kwargs())
+        self.client = LocustEtcdClient(client, environment, context=self.context)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`geetcd.Client` (default: ``client_options``).
@@ -528,174 +490,3 @@ class EtcdUser(User):
     def on_stop(self) -> None:
         """Close the client (cancels its watches, kills its greenlets). Never raises."""
         self.client.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# Precise latencies and live progress for geetcd-bench
-
-BENCH_REPORT_ENV = "GEETCD_BENCH_REPORT"
-"""When set (to a file path) in a locust process that imported this module, the coordinator
-prints a progress line every 2 s and writes a report with precise percentiles at the end."""
-
-PROGRESS_MARK = "geetcd-bench-progress "
-"""Prefix of the progress lines (followed by one JSON object) printed to stdout."""
-
-_PROGRESS_INTERVAL = 2.0
-_TOTAL = ("", "Aggregated")  # the key of all requests together, as in locust's statistics
-_BUCKETS_PER_E = 100  # bucket width: 1 % of the value (locust rounds to whole ms below 100 ms)
-
-
-class LatencyHistogram:
-    """Response times in logarithmic buckets 1 % wide, mergeable across processes.
-
-    ``add(ms)`` counts one sample; ``percentile(q)`` (``q`` in 0..1) returns a value within
-    about 0.5 % of the true one (0.0 when empty). ``to_json`` / ``merge_json`` carry it
-    between locust workers and the master.
-    """
-
-    def __init__(self) -> None:
-        self.buckets: Counter[int] = Counter()
-        self.count = 0
-        self.max = 0.0
-
-    def add(self, ms: float) -> None:
-        """Count one sample of ``ms`` milliseconds (values below 1 µs count as 1 µs)."""
-        self.buckets[round(math.log(max(ms, 0.001)) * _BUCKETS_PER_E)] += 1
-        self.count += 1
-        self.max = max(self.max, ms)
-
-    def percentile(self, q: float) -> float:
-        """The smallest bucket value with at least ``q`` of the samples at or below it."""
-        if not self.count:
-            return 0.0
-        rank = max(1, math.ceil(q * self.count))
-        seen = 0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
-                return min(math.exp(index / _BUCKETS_PER_E), self.max)
-        return self.max
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able form for :meth:`merge_json`."""
-        return {"b": {str(k): v for k, v in self.buckets.items()}, "n": self.count, "m": self.max}
-
-    def merge(self, other: LatencyHistogram) -> None:
-        """Add the samples of ``other``."""
-        self.buckets.update(other.buckets)
-        self.count += other.count
-        self.max = max(self.max, other.max)
-
-    def merge_json(self, data: Mapping[str, Any]) -> None:
-        """Add the samples of another histogram's :meth:`to_json`."""
-        for key, value in data["b"].items():
-            self.buckets[int(key)] += int(value)
-        self.count += int(data["n"])
-        self.max = max(self.max, float(data["m"]))
-
-
-class _BenchReporter:
-    """Collects every request in :class:`LatencyHistogram` s; on the coordinator prints progress
-    and writes the report (see :data:`BENCH_REPORT_ENV`). Workers ship their histograms to
-    the master with locust's own worker reports."""
-
-    def __init__(self, environment: Environment, path: str) -> None:
-        self.environment = environment
-        self.path = path
-        self.histograms: dict[tuple[str, str], LatencyHistogram] = {}
-        self.started = time.time()
-        self.progress: gevent.Greenlet[[], None] | None = None
-        hooks: Any = environment.events  # locust's EventHook.add_listener is untyped
-        hooks.request.add_listener(self.on_request)
-        hooks.report_to_master.add_listener(self.on_report_to_master)
-        hooks.worker_report.add_listener(self.on_worker_report)
-        hooks.test_start.add_listener(self.on_test_start)
-        hooks.test_stop.add_listener(self.on_test_stop)
-        hooks.quitting.add_listener(self.on_quitting)
-
-    def _histogram(self, key: tuple[str, str]) -> LatencyHistogram:
-        histogram = self.histograms.get(key)
-        if histogram is None:
-            histogram = self.histograms[key] = LatencyHistogram()
-        return histogram
-
-    def on_request(self, request_type: str, name: str, response_time: float, **_: Any) -> None:
-        if response_time is not None:
-            self._histogram((request_type, name)).add(float(response_time))
-
-    def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
-        data["geetcd_latency"] = [[t, n, h.to_json()] for (t, n), h in self.histograms.items()]
-        self.histograms = {}
-
-    def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
-        for request_type, name, histogram in data.get("geetcd_latency", ()):
-            self._histogram((request_type, name)).merge_json(histogram)
-
-    def on_test_start(self, environment: Environment, **_: Any) -> None:
-        self.histograms = {}
-        self.started = time.time()
-        if is_coordinator(environment) and self.progress is None:
-            self.progress = gevent.spawn(self._print_progress)
-
-    def on_test_stop(self, environment: Environment, **_: Any) -> None:
-        if self.progress is not None:
-            self.progress.kill(block=False)
-            self.progress = None
-
-    def _print_progress(self) -> None:
-        while True:
-            gevent.sleep(_PROGRESS_INTERVAL)
-            total = self.environment.stats.total
-            runner = self.environment.runner
-            line = {
-                "elapsed": round(time.time() - self.started, 1),
-                "users": runner.user_count if runner is not None else 0,
-                "requests": total.num_requests,
-                "failures": total.num_failures,
-                "rps": round(total.current_rps, 1),
-                "fail_per_s": round(total.current_fail_per_sec, 1),
-                "p50": total.get_current_response_time_percentile(0.5),
-                "p99": total.get_current_response_time_percentile(0.99),
-            }
-            print(PROGRESS_MARK + json.dumps(line), flush=True)
-
-    def on_quitting(self, environment: Environment, **_: Any) -> None:
-        if not is_coordinator(environment):
-            return
-        total = LatencyHistogram()
-        for histogram in self.histograms.values():
-            total.merge(histogram)
-        latency = [
-            {
-                "type": request_type,
-                "name": name,
-                "count": h.count,
-                "p50": h.percentile(0.5),
-                "p90": h.percentile(0.9),
-                "p99": h.percentile(0.99),
-                "p999": h.percentile(0.999),
-                "max": h.max,
-            }
-            for (request_type, name), h in [*sorted(self.histograms.items()), (_TOTAL, total)]
-        ]
-        found = sorted(environment.stats.errors.values(), key=lambda e: -e.occurrences)
-        errors = [
-            {"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
-            for e in found
-        ]
-        report = {"latency_ms": latency, "errors": errors}
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        with open(self.path, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-
-
-def _install_bench_reporter(environment: Environment, **_: Any) -> None:
-    path = os.environ.get(BENCH_REPORT_ENV)
-    if path:
-        _BenchReporter(environment, path)
-
-
-_events: Any = events
-_events.init.add_listener(_install_bench_reporter)

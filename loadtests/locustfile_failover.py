@@ -15,11 +15,21 @@ the leader (or a follower), then measures how long the cluster needed to take a 
 through the remaining members; a paused member gets SIGCONT ``--fault-duration`` seconds
 later (and at the end of the run in any case). A killed member stays down.
 
+The coordinator tells every process that runs users about the fault with locust's
+``runner.send_message`` (message ``geetcd_fault``: on a master, to all workers; in a local
+run, to itself): when the signal is sent and when a paused member is resumed. Each such
+process then tags its requests with the fault (``context["fault"]``, e.g.
+``"pause leader m2"``, None outside it), fires one request ``failover``/``fault seen:
+<what>`` (response time: from the signal to the message's arrival) and answers
+``geetcd_fault_seen``; the coordinator logs how many of its workers saw the fault.
+
 Errors while the fault lasts are expected: they are reported to locust as failures, and the
-run's exit code is 0 when writes recovered and no task raised an unexpected exception.
+run's exit code is 0 when writes recovered, every worker saw the fault and no task raised an
+unexpected exception.
 
 Requests: ``get``, ``put``, ``watch_open``, ``watch`` (deliveries) and ``failover``
-(``first write after ...``, ``resumed member answers``: times from the signal, in ms).
+(``first write after ...``, ``resumed member answers``: times from the signal, in ms;
+``fault seen: ...``: one per process that runs users).
 
 Options (each also read from the environment variable in brackets):
 
@@ -45,6 +55,7 @@ from typing import Any
 import gevent
 from locust import events, task
 from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
 
 from geetcd import Client, EtcdError
 from geetcd.locust import EtcdUser, is_coordinator, parsed_options, stamp_value
@@ -52,8 +63,24 @@ from geetcd.locust import EtcdUser, is_coordinator, parsed_options, stamp_value
 log = logging.getLogger("loadtests.failover")
 
 MEMBERS_ENV = "GEETCD_BENCH_MEMBERS"
+FAULT_MESSAGE = "geetcd_fault"
+SEEN_MESSAGE = "geetcd_fault_seen"
 _KEYS = 100
 _RECOVERY_LIMIT = 30.0
+_SEEN_WAIT = 10.0
+
+
+class _FaultState:
+    """What this process knows of the fault: the current one (for request contexts) and,
+    on the coordinator, which processes running users saw it."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.sent_to = 0  # how many processes the start message went to
+        self.seen: set[str] = set()
+
+
+_state = _FaultState()
 
 
 @dataclass(frozen=True)
@@ -150,17 +177,25 @@ class _Fault:
         self.duration = float(options.fault_duration)
         self.prefix = str(options.failover_prefix)
         self.paused: _Member | None = None
+        self.label = ""
         self.recovered = False
         self.greenlet = gevent.spawn(self._run)
 
-    def _report(self, name: str, since: float, exception: Exception | None = None) -> None:
+    def _report(
+        self, name: str, since: float, url: str, exception: Exception | None = None
+    ) -> None:
+        """One ``failover`` request: from ``since`` (monotonic) until now, at ``url``."""
+        elapsed = time.monotonic() - since
         self.environment.events.request.fire(
             request_type="failover",
             name=name,
-            response_time=(time.monotonic() - since) * 1000.0,
+            start_time=time.time() - elapsed,
+            response_time=elapsed * 1000.0,
             response_length=0,
+            response=None,
             exception=exception,
-            context={},
+            context={"fault": self.label},
+            url=url,
         )
 
     def _run(self) -> None:
@@ -176,13 +211,25 @@ class _Fault:
         else:
             os.kill(target.pid, signal.SIGKILL)
         since = time.monotonic()
+        self.label = f"{what} {target.name}"
         log.warning("fault: %s %s (%s, pid %d)", what, target.name, target.url, target.pid)
+        self._tell("start", target, time.time())
         self._first_write([m.url for m in rest], what, since)
         if self.paused is not None:
             gevent.sleep(max(0.0, since + self.duration - time.monotonic()))
             self.resume()
             resumed = time.monotonic()
             self._answers(target, resumed)
+
+    def _tell(self, event: str, target: _Member, at: float) -> None:
+        """Send the fault to every process that runs users (see the module docstring)."""
+        runner = self.environment.runner
+        assert runner is not None
+        if event == "start":
+            _state.seen = set()
+            _state.sent_to = runner.worker_count if isinstance(runner, MasterRunner) else 1
+        data = {"event": event, "fault": self.label, "member": target.url, "at": at}
+        runner.send_message(FAULT_MESSAGE, data)
 
     def _first_write(self, urls: list[str], what: str, since: float) -> None:
         """Put through the other members until one write succeeds; report the wait."""
@@ -197,13 +244,13 @@ class _Fault:
                     gevent.sleep(0.05)
                     continue
                 self.recovered = True
-                self._report(f"first write after {what}", since)
+                self._report(f"first write after {what}", since, ",".join(sorted(urls)))
                 log.warning(
                     "fault: first write %.2f s after the %s", time.monotonic() - since, what
                 )
                 return
         error = RuntimeError(f"no write succeeded within {_RECOVERY_LIMIT} s: {last}")
-        self._report(f"first write after {what}", since, error)
+        self._report(f"first write after {what}", since, ",".join(sorted(urls)), error)
         log.error("fault: %s", error)
 
     def _answers(self, member: _Member, since: float) -> None:
@@ -218,21 +265,22 @@ class _Fault:
                     last = exc
                     gevent.sleep(0.05)
                     continue
-                self._report("resumed member answers", since)
+                self._report("resumed member answers", since, member.url)
                 log.warning(
                     "fault: %s answers %.2f s after SIGCONT", member.name, time.monotonic() - since
                 )
                 return
         error = RuntimeError(f"{member.name} did not answer within {_RECOVERY_LIMIT} s: {last}")
-        self._report("resumed member answers", since, error)
+        self._report("resumed member answers", since, member.url, error)
         log.error("fault: %s", error)
 
     def resume(self) -> None:
-        """SIGCONT the paused member, if any (idempotent)."""
+        """SIGCONT the paused member, if any (idempotent), and tell the workers."""
         member, self.paused = self.paused, None
         if member is not None:
             os.kill(member.pid, signal.SIGCONT)
             log.warning("fault: resumed %s (pid %d)", member.name, member.pid)
+            self._tell("end", member, time.time())
 
     def stop(self) -> None:
         self.greenlet.kill(block=True, timeout=5.0)
@@ -240,6 +288,47 @@ class _Fault:
 
 
 _fault: list[_Fault] = []
+
+
+def _on_fault(environment: Environment, msg: Any, **_: Any) -> None:
+    """In every process that runs users: note the fault, report it once, acknowledge it."""
+    data = msg.data
+    runner = environment.runner
+    if data["event"] == "start":
+        _state.current = str(data["fault"])
+        environment.events.request.fire(
+            request_type="failover",
+            name=f"fault seen: {data['fault']}",
+            start_time=float(data["at"]),
+            response_time=max(0.0, time.time() - float(data["at"])) * 1000.0,
+            response_length=0,
+            response=None,
+            context={"fault": _state.current},
+            exception=None,
+            url=str(data["member"]),
+        )
+        who = f"worker{runner.worker_index}" if isinstance(runner, WorkerRunner) else "local"
+        log.warning("fault: %s saw %s", who, data["fault"])
+        assert runner is not None
+        runner.send_message(SEEN_MESSAGE, {"who": who, "fault": data["fault"]})
+    else:
+        _state.current = None
+
+
+def _on_seen(environment: Environment, msg: Any, **_: Any) -> None:
+    """On the coordinator: count the processes that saw the fault."""
+    _state.seen.add(str(msg.data["who"]))
+
+
+@events.init.add_listener
+def _register_messages(environment: Environment, **_: Any) -> None:
+    runner = environment.runner
+    if runner is None:
+        return
+    if not isinstance(runner, MasterRunner):  # it runs users: local or worker
+        runner.register_message(FAULT_MESSAGE, _on_fault)
+    if not isinstance(runner, WorkerRunner):
+        runner.register_message(SEEN_MESSAGE, _on_seen)
 
 
 @events.test_start.add_listener
@@ -276,11 +365,22 @@ def _verdict_and_clean_up(environment: Environment, **_: Any) -> None:
         fault = _fault.pop()
         fault.stop()
         exceptions = environment.runner.exceptions if environment.runner else {}
+        if fault.recovered:
+            log.warning(
+                "fault: %d of %d worker(s) saw %s: %s",
+                len(_state.seen),
+                _state.sent_to,
+                fault.label,
+                ", ".join(sorted(_state.seen)) or "none",
+            )
         if fault.greenlet.exception is not None:
             log.error("fault schedule failed: %r", fault.greenlet.exception)
             environment.process_exit_code = 1
         elif not fault.recovered:
             log.error("fault: writes did not recover (or the fault never happened)")
+            environment.process_exit_code = 1
+        elif len(_state.seen) < _state.sent_to:
+            log.error("fault: only %d of %d workers saw it", len(_state.seen), _state.sent_to)
             environment.process_exit_code = 1
         elif exceptions:
             environment.process_exit_code = 1
@@ -296,7 +396,11 @@ def _verdict_and_clean_up(environment: Environment, **_: Any) -> None:
 
 
 class FailoverUser(EtcdUser):
-    """Gets and puts (half each) over 100 keys; one watch on the shared stamped key."""
+    """Gets and puts (half each) over 100 keys; one watch on the shared stamped key. Each
+    request's context names the fault under way (or None)."""
+
+    def context(self) -> dict[str, Any]:
+        return {"fault": _state.current}
 
     def client_kwargs(self) -> dict[str, Any]:
         return {"namespace": parsed_options(self.environment).failover_prefix, "timeout": 5.0}

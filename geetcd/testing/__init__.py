@@ -5,7 +5,12 @@ ports; :mod:`geetcd.testing.plugin` provides the pytest fixtures. Importing this
 nothing, imports neither gevent nor the geetcd client and patches nothing.
 """
 
-from geetcd.testing.binary import EtcdBinaryNotFound, find_etcd_binary
+from geetcd.testing.binary import (
+    EtcdBinaryNotFound,
+    EtcdVersion,
+    etcd_binary_version,
+    find_etcd_binary,
+)
 from geetcd.testing.cluster import EtcdCluster
 from geetcd.testing.member import EtcdMember
 from geetcd.testing.process import free_port
@@ -14,6 +19,8 @@ __all__ = [
     "EtcdBinaryNotFound",
     "EtcdCluster",
     "EtcdMember",
+    "EtcdVersion",
+    "etcd_binary_version",
     "find_etcd_binary",
     "free_port",
 ]

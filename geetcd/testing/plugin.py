@@ -27,6 +27,17 @@ Fixtures:
     a unique key prefix such as ``"/geetcd-test/test_put-1a2b3c4d/"``.
 ``etcd_client`` (function)
     ``geetcd.Client(etcd_endpoints, namespace=etcd_prefix)``, closed after the test.
+``etcd_version`` (session)
+    the :class:`~geetcd.testing.EtcdVersion` the tests run against: that of
+    ``--etcd-endpoints`` (their ``/version``) when given, else that of the etcd binary.
+
+Marker:
+
+``@pytest.mark.etcd_min_version("3.5", reason="...")``
+    the test checks a behaviour that older servers do not have. Against an older server it
+    still runs, as ``xfail(strict=True)`` with the reason: it must fail there, and if it
+    passes the run fails (the marker is wrong, or the difference is gone). It is never
+    skipped. The pytest header names the etcd binary and version of the session.
 
 When no etcd binary can be found the fixtures fail with
 :class:`~geetcd.testing.EtcdBinaryNotFound`; they never skip.
@@ -37,15 +48,23 @@ time, and patches nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import urllib.request
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from geetcd.testing.binary import ENV_VAR
+from geetcd.testing.binary import (
+    ENV_VAR,
+    EtcdBinaryNotFound,
+    EtcdVersion,
+    etcd_binary_version,
+    find_etcd_binary,
+)
 from geetcd.testing.server import EtcdCluster
 
 if TYPE_CHECKING:
@@ -58,12 +77,15 @@ __all__ = [
     "etcd_endpoints",
     "etcd_prefix",
     "etcd_server",
+    "etcd_version",
     "healed_cluster",
 ]
 
 _BIN_OPTION = "geetcd_etcd_bin"
 _ENDPOINTS_OPTION = "geetcd_etcd_endpoints"
 _saved_env_key = pytest.StashKey[tuple[bool, str | None]]()
+_version_key = pytest.StashKey[EtcdVersion]()
+MIN_VERSION_MARKER = "etcd_min_version"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,10 +109,81 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MIN_VERSION_MARKER}(version, reason): the test needs etcd >= version; against an "
+        "older server it runs as xfail(strict=True) with the reason (geetcd.testing.plugin)",
+    )
     binary = config.getoption(_BIN_OPTION, default=None)
     if binary:
         config.stash[_saved_env_key] = (ENV_VAR in os.environ, os.environ.get(ENV_VAR))
         os.environ[ENV_VAR] = str(binary)
+
+
+def _server_version(config: pytest.Config) -> EtcdVersion:
+    """The version of ``--etcd-endpoints`` (their ``/version``) or of the etcd binary.
+
+    Raises EtcdBinaryNotFound or RuntimeError (with the reason) when it cannot be told.
+    """
+    known = config.stash.get(_version_key, None)
+    if known is not None:
+        return known
+    endpoints = _external_endpoints(config)
+    if endpoints is not None:
+        url = endpoints[0].rstrip("/") + "/version"
+        try:
+            with urllib.request.urlopen(url, timeout=5.0) as answer:
+                version = EtcdVersion.parse(str(json.loads(answer.read())["etcdserver"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise RuntimeError(f"cannot read the etcd version at {url}: {exc}") from exc
+    else:
+        version = etcd_binary_version()
+    config.stash[_version_key] = version
+    return version
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """One header line: which etcd the session runs against."""
+    endpoints = _external_endpoints(config)
+    try:
+        version = _server_version(config)
+        where = ",".join(endpoints) if endpoints else find_etcd_binary()
+    except (EtcdBinaryNotFound, RuntimeError) as exc:
+        return f"etcd: unknown ({exc})"
+    go = f", {version.go}" if version.go else ""
+    return f"etcd: {version}{go} ({where})"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Turn ``etcd_min_version`` markers into strict xfails against older servers."""
+    marked: list[tuple[pytest.Item, pytest.Mark]] = []
+    for item in items:
+        marker = item.get_closest_marker(MIN_VERSION_MARKER)
+        if marker is not None:
+            marked.append((item, marker))
+    if not marked:
+        return
+    try:
+        version = _server_version(config)
+    except (EtcdBinaryNotFound, RuntimeError):
+        return  # the fixtures fail with the reason; nothing is skipped
+    for item, marker in marked:
+        if not marker.args:
+            raise pytest.UsageError(f"{item.nodeid}: {MIN_VERSION_MARKER} needs a version")
+        try:
+            needed = EtcdVersion.parse(str(marker.args[0]))
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {MIN_VERSION_MARKER}: {exc}") from exc
+        reason = marker.kwargs.get("reason")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: {MIN_VERSION_MARKER} needs a reason=")
+        if version[:3] < needed[:3]:
+            item.add_marker(
+                pytest.mark.xfail(
+                    strict=True, reason=f"etcd {version} < {marker.args[0]}: {reason}"
+                )
+            )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -128,6 +221,12 @@ def etcd_server(pytestconfig: pytest.Config) -> Iterator[EtcdCluster]:
         return
     with EtcdCluster(size=1, enable_v2=True, progress_notify_interval=1.0) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def etcd_version(pytestconfig: pytest.Config) -> EtcdVersion:
+    """The etcd version of the session (see :func:`pytest_report_header`)."""
+    return _server_version(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""geetcd-bench: the one-command load test, end to end, plus its summary and chart code.
+"""geetcd-bench: the one-command load test, end to end, local and distributed.
 
-The runs are subprocesses (the console script); geetcd.bench itself never imports locust,
-so its pure parts are tested in this process.
+The runs are subprocesses (the console script); geetcd.bench itself never imports locust
+(only its collector does, inside the locust subprocess). The pure parts (histogram,
+summary, chart) are tested in tests/unit/test_bench.py.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import json
 import re
 import secrets
 import socket
-import struct
 import subprocess
 import sys
-import zlib
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,12 @@ import pytest
 
 import geetcd
 from geetcd import bench
+from geetcd.bench import runner
+from geetcd.testing import EtcdVersion
 
 pytestmark = pytest.mark.timeout(180)
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _bench_command() -> list[str]:
@@ -32,31 +37,10 @@ def _bench_command() -> list[str]:
     return [sys.executable, "-m", "geetcd.bench"]
 
 
-def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*_bench_command(), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def _png_size_and_pixels(data: bytes) -> tuple[int, int, bytes]:
-    """Decode an 8-bit RGB, unfiltered PNG as Canvas writes it: (width, height, rows)."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    offset, idat, width, height = 8, b"", 0, 0
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        tag = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert zlib.crc32(tag + body) & 0xFFFFFFFF == crc
-        if tag == b"IHDR":
-            width, height, depth, color = struct.unpack(">IIBB", body[:10])
-            assert (depth, color) == (8, 2)
-        elif tag == b"IDAT":
-            idat += body
-        offset += 12 + length
-    raw = zlib.decompress(idat)
-    assert len(raw) == height * (1 + 3 * width)
-    return width, height, raw
 
 
 def _refused(url: str) -> bool:
@@ -68,20 +52,51 @@ def _refused(url: str) -> bool:
     return False
 
 
+def _svg_series(path: Path) -> dict[str, int]:
+    """The polylines of a chart: their legend label -> number of points."""
+    root = ET.fromstring(path.read_text(encoding="utf-8"))
+    assert root.tag == f"{SVG}svg"
+    series: dict[str, int] = {}
+    for line in root.iter(f"{SVG}polyline"):
+        label = line.get("data-label")
+        if label is not None:
+            series[label] = len(line.get("points", "").split())
+    return series
+
+
+def _per_process(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("requests-*.json"))]
+
+
+def _fired(files: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """Requests by (type, name), summed over the processes' own counts."""
+    total: Counter[tuple[str, str]] = Counter()
+    for data in files:
+        for request_type, name, count, _failures in data["requests"]:
+            total[request_type, name] += count
+    return total
+
+
+def _locust_totals(out: Path) -> Counter[tuple[str, str]]:
+    stats = json.loads((out / "locust.json").read_text())
+    return Counter({(e["method"], e["name"]): e["num_requests"] for e in stats})
+
+
 @pytest.mark.slow
-def test_default_run_with_throwaway_cluster(tmp_path: Path) -> None:
+def test_default_run_with_throwaway_cluster(tmp_path: Path, etcd_version: EtcdVersion) -> None:
     out = tmp_path / "out"
     proc = _run("--duration", "5", "--users", "10", "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stdout = proc.stdout
-    # A throwaway 3-member cluster was started, and is gone afterwards.
-    match = re.search(r"endpoints: (\S+) \(throwaway 3-member etcd 3\.5\.\d+", stdout)
+    # A throwaway 3-member cluster of the session's etcd was started, and is gone afterwards.
+    version = re.escape(str(etcd_version))
+    match = re.search(rf"endpoints: (\S+) \(throwaway 3-member etcd {version}, started", stdout)
     assert match, stdout
     urls = match.group(1).split(",")
     assert len(urls) == 3
     assert all(_refused(url) for url in urls)
-    # Progress lines while it ran.
-    assert re.search(r"\[\s+\d+ s\] users\s+\d+\s+[\d,]+ ops/s", stdout), stdout
+    # Progress lines while it ran, with the collector's percentiles.
+    assert re.search(r"\[\s+\d+ s\] users\s+\d+\s+[\d,]+ ops/s .* p50 [\d.]+ ms", stdout), stdout
     # The summary table, with exact totals from locust's JSON.
     stats = json.loads((out / "locust.json").read_text())
     by_name = {e["name"]: e for e in stats}
@@ -95,24 +110,34 @@ def test_default_run_with_throwaway_cluster(tmp_path: Path) -> None:
     assert "percentiles to 1 %" in stdout
     summary = (out / "summary.txt").read_text()
     assert summary.strip() in stdout
+    # Every request names the member that answered: one of the cluster's three.
+    latency = json.loads((out / "latency.json").read_text())
+    assert set(latency["members"]) <= set(urls)
+    assert sum(latency["members"].values()) == total
+    assert "requests by member: http://127.0.0.1:" in stdout
     # The report files.
     html = (out / "report.html").read_text()
     assert "<html" in html.lower()
     assert f'"num_requests": {total}' in html  # the report's Aggregated row: the same run
-    width, height, raw = _png_size_and_pixels((out / "chart.png").read_bytes())
-    assert (width, height) == (1180, 760)
-    assert len(set(raw)) > 10  # not a blank image
-    latency = json.loads((out / "latency.json").read_text())
+    series = _svg_series(out / "chart.svg")
+    assert {"all", "get", "put", "get p50", "get p99", "put p50", "put p99"} <= set(series)
+    assert series["all"] >= 3  # one point a second, from the history CSV
     counted = {(e["type"], e["name"]): e["count"] for e in latency["latency_ms"]}
     assert counted == {("get", "get"): by_name["get"]["num_requests"],
                        ("put", "put"): by_name["put"]["num_requests"],
                        ("", "Aggregated"): total}  # fmt: skip
+    # The one local process counted every request itself.
+    (own,) = _per_process(out)
+    assert own["role"] == "local"
+    assert _fired([own]) == _locust_totals(out)
     assert (out / "locust_stats_history.csv").is_file()
     assert (out / "locust.log").is_file()
 
 
 @pytest.mark.slow
-def test_processes_against_given_endpoints(etcd_endpoints: list[str], tmp_path: Path) -> None:
+def test_processes_against_given_endpoints(
+    etcd_endpoints: list[str], etcd_version: EtcdVersion, tmp_path: Path
+) -> None:
     prefix = f"/geetcd-test/bench-{secrets.token_hex(4)}/"
     proc = _run(
         "--endpoints", ",".join(etcd_endpoints), "--processes", "2", "--users", "4",
@@ -120,7 +145,7 @@ def test_processes_against_given_endpoints(etcd_endpoints: list[str], tmp_path: 
         "--", "--kv-prefix", prefix, "--kv-keys", "20",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "etcd 3.5" in proc.stdout and "at the given endpoints" in proc.stdout
+    assert f"(etcd {etcd_version} at the given endpoints)" in proc.stdout
     assert "4 users, 4 s, 2 processes" in proc.stdout
     stats = json.loads((tmp_path / "locust.json").read_text())
     assert {e["name"] for e in stats} == {"get", "put"}
@@ -130,8 +155,58 @@ def test_processes_against_given_endpoints(etcd_endpoints: list[str], tmp_path: 
     counted = {(e["type"], e["name"]): e["count"] for e in latency["latency_ms"]}
     assert counted["", "Aggregated"] == sum(e["num_requests"] for e in stats)
     assert counted["", "Aggregated"] == counted["get", "get"] + counted["put", "put"]
+    # Each worker counted its own requests; together they are the master's totals.
+    files = _per_process(tmp_path)
+    assert sorted(f["role"] for f in files) == ["master", "worker0", "worker1"]
+    workers = [f for f in files if f["role"] != "master"]
+    assert all(_fired([w]).total() > 0 for w in workers)
+    assert _fired(files) == _locust_totals(tmp_path)
     with geetcd.Client(etcd_endpoints) as client:
         assert client.get_prefix(prefix) == []
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_distributed_failover_on_three_members(tmp_path: Path) -> None:
+    """Master plus 2 workers on a throwaway 3-member cluster; the master pauses the leader
+    and tells the workers with runner.send_message."""
+    proc = _run(
+        "--scenario", "failover", "--processes", "2", "--users", "4", "--duration", "9",
+        "--out", str(tmp_path), "--", "--fault-at", "2", "--fault-duration", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    urls = re.search(r"endpoints: (\S+) \(throwaway 3-member", proc.stdout)
+    assert urls, proc.stdout
+    members = set(urls.group(1).split(","))
+    assert len(members) == 3
+    log = (tmp_path / "locust.log").read_text()
+    fault = re.search(r"fault: (pause leader m\d) \(", log)
+    assert fault, log[-3000:]
+    what = fault.group(1)
+    # Both workers saw the message: each fired one "fault seen" request and acknowledged.
+    assert re.search(rf"fault: 2 of 2 worker\(s\) saw {what}: worker0, worker1", log), log[-3000:]
+    totals = _locust_totals(tmp_path)
+    assert totals["failover", f"fault seen: {what}"] == 2
+    assert totals["failover", f"first write after {what.rsplit(' ', 1)[0]}"] == 1
+    assert totals["failover", "resumed member answers"] == 1
+    # The master's totals are exactly the sum of what each process fired itself.
+    files = _per_process(tmp_path)
+    assert sorted(f["role"] for f in files) == ["master", "worker0", "worker1"]
+    assert _fired(files) == totals
+    master = next(f for f in files if f["role"] == "master")
+    assert {(t, n) for t, n, _, _ in master["requests"]} <= {
+        ("failover", f"first write after {what.rsplit(' ', 1)[0]}"),
+        ("failover", "resumed member answers"),
+    }  # the master runs no users
+    # Every worker tagged requests with the fault while it lasted (context), and others not.
+    for worker in (f for f in files if f["role"] != "master"):
+        assert worker["contexts"].get(json.dumps({"fault": what}), 0) > 0, worker
+        assert worker["contexts"].get(json.dumps({"fault": None}), 0) > 0, worker
+    # Requests name the member that answered; the known ones are the cluster's.
+    latency = json.loads((tmp_path / "latency.json").read_text())
+    known = {url for url in latency["members"] if "," not in url}
+    assert known <= members and len(known) >= 2
+    assert sum(latency["members"].values()) == totals.total()
 
 
 def test_failover_refuses_given_endpoints(tmp_path: Path) -> None:
@@ -147,8 +222,10 @@ def test_help_does_not_import_locust() -> None:
     proc = _run("--help")
     assert proc.returncode == 0
     assert "--scenario {kv,watch,txn,failover}" in proc.stdout
+    modules = "geetcd.bench, geetcd.bench.cli, geetcd.bench.runner, geetcd.bench.report"
     check = subprocess.run(
-        [sys.executable, "-c", "import sys, geetcd.bench; print('locust' in sys.modules)"],
+        [sys.executable, "-c",
+         f"import sys, {modules}, geetcd.bench.chart; print('locust' in sys.modules)"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert check.stdout.strip() == "False"
@@ -163,81 +240,8 @@ def test_bad_arguments() -> None:
     assert (options.spawn_rate, options.locust_args) == (7.0, ["--kv-keys", "5"])
     assert options.locustfile.name == "locustfile_kv.py" and options.locustfile.is_file()
     command = bench.locust_command(options, ["http://127.0.0.1:2379"])
+    assert command[:3] == [sys.executable, "-c", runner.BOOTSTRAP]
     assert command[-2:] == ["--kv-keys", "5"]
     processes = bench.locust_command(bench.parse_args(["--processes", "2"]), ["http://x:1"])
     bind = processes[processes.index("--master-bind-port") + 1]
     assert processes[processes.index("--master-port") + 1] == bind != "5557"
-
-
-def _entry(method: str, name: str, times: dict[str, int], failures: int = 0) -> dict[str, Any]:
-    count = sum(times.values())
-    return {
-        "method": method,
-        "name": name,
-        "num_requests": count,
-        "num_failures": failures,
-        "total_response_time": float(sum(int(k) * v for k, v in times.items())),
-        "max_response_time": float(max(int(k) for k in times)),
-        "response_times": times,
-        "start_time": 1000.0,
-        "last_request_timestamp": 1010.0,
-    }
-
-
-def test_summary_from_locust_json() -> None:
-    stats = [
-        _entry("put", "put shared", {"2": 50, "4": 50}),
-        _entry("watch", "shared", {"3": 90, "40": 10}),
-        _entry("cas", "increment", {"5": 20}, failures=2),
-        _entry("conflict", "increment", {"1": 30}),
-        _entry("retry", "increment", {"1": 25}),
-    ]
-    latency = {
-        "latency_ms": [
-            {"type": "put", "name": "put shared", "p50": 2.5, "p99": 3.9},
-            {"type": "", "name": "Aggregated", "p50": 3.1, "p99": 39.0},
-        ],
-        "errors": [{"type": "cas", "name": "increment", "error": "CASGaveUp()", "occurrences": 2}],
-    }
-    summary = bench.summarize(stats, latency)
-    rows = {(r.type, r.name): r for r in summary.rows}
-    assert summary.duration == 10.0
-    put = rows["put", "put shared"]
-    assert (put.requests, put.rate, put.avg, put.p50, put.p99) == (100, 10.0, 3.0, 2.5, 3.9)
-    watch = rows["watch", "shared"]  # no precise entry: locust's buckets
-    assert (watch.p50, watch.p99) == (3.0, 40.0)
-    total = summary.total
-    assert (total.requests, total.failures, total.p50, total.p99) == (275, 2, 3.1, 39.0)
-    without = bench.summarize(stats, None).total  # from locust's buckets
-    assert (without.p50, without.p99) == (3.0, 40.0)
-    text = bench.format_summary(summary, "title")
-    assert text.startswith("title\n")
-    assert (
-        "watch deliveries 'shared': 100 (10.0/s), put-to-delivery p50 3.00 ms, p99 40.0 ms" in text
-    )
-    assert "txn contention: 18 increments, 30 conflicts (1.67 per increment), 25 retries" in text
-    assert "2 x cas increment: CASGaveUp()" in text
-
-
-def test_chart_from_history(tmp_path: Path) -> None:
-    header = (
-        "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,"
-        "99%,99.9%,99.99%,100%,Total Request Count,Total Failure Count,Total Median Response "
-        "Time,Total Average Response Time,Total Min Response Time,Total Max Response Time,"
-        "Total Average Content Size"
-    )
-    lines = [header]
-    for second in range(10):
-        count = 100 * (second + 1)
-        p99 = 9 if second != 5 else 90
-        tail = f"{count},0,2,2.0,1,9,0"
-        lines.append(f"{1000 + second},5,get,get,0,0,2,2,2,3,4,5,6,{p99},9,9,9,{tail}")
-        lines.append(f"{1000 + second},5,,Aggregated,0,0,2,2,2,3,4,5,6,{p99},9,9,9,{tail}")
-    history = tmp_path / "history.csv"
-    history.write_text("\n".join(lines) + "\n")
-    png = tmp_path / "chart.png"
-    bench.draw_chart(history, png, "test chart")
-    width, height, raw = _png_size_and_pixels(png.read_bytes())
-    assert (width, height) == (1180, 760)
-    # The get line's colour (the first of the palette) is on the image.
-    assert bytes(bench._PALETTE[0]) in raw

@@ -29,6 +29,7 @@ from geetcd.testing import (
     EtcdBinaryNotFound,
     EtcdCluster,
     EtcdMember,
+    EtcdVersion,
     find_etcd_binary,
     free_port,
 )
@@ -93,7 +94,9 @@ def _member_list(member: EtcdMember) -> list[dict[str, Any]]:
 # single member (session fixture from the plugin)
 
 
-def test_single_member_health_version_and_introspection(etcd_server: EtcdCluster) -> None:
+def test_single_member_health_version_and_introspection(
+    etcd_server: EtcdCluster, etcd_version: EtcdVersion
+) -> None:
     assert len(etcd_server.members) == 1
     member = etcd_server.member(0)
     assert etcd_server.endpoints == [member.client_url]
@@ -102,7 +105,7 @@ def test_single_member_health_version_and_introspection(etcd_server: EtcdCluster
     status, health = _http(member, "GET", "/health")
     assert (status, health["health"]) == (200, "true")
     status, version = _http(member, "GET", "/version")
-    assert (status, version["etcdserver"]) == (200, "3.5.1")
+    assert (status, version["etcdserver"]) == (200, str(etcd_version))
 
     # v2 and the progress-notify flag are on for the session server.
     status, _ = _http(member, "GET", "/v2/keys/")
@@ -118,7 +121,8 @@ def test_single_member_health_version_and_introspection(etcd_server: EtcdCluster
 
     metrics = member.metrics()
     assert metrics["etcd_server_has_leader"] == 1.0
-    assert metrics['etcd_server_go_version{server_go_version="go1.16.3"}'] == 1.0
+    assert etcd_version.go.startswith("go1.")  # from `etcd --version`
+    assert metrics[f'etcd_server_go_version{{server_go_version="{etcd_version.go}"}}'] == 1.0
     assert metrics["etcd_server_go_version"] == 1.0
     assert isinstance(member.log_tail(5), str)
 
