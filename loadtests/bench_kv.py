@@ -31,6 +31,7 @@ import gevent.queue  # noqa: E402
 import urllib3  # noqa: E402
 
 import geetcd  # noqa: E402
+from geetcd.bench.histogram import LatencyHistogram  # noqa: E402
 from geetcd.testing import EtcdCluster  # noqa: E402
 
 MAXSIZE = 64
@@ -55,8 +56,8 @@ class Cell:
         return self.cpu / max(1, self.ops) * 1e6
 
     def pct(self, p: float) -> float:
-        lat = sorted(self.latencies)
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else 0.0
+        """The nearest-rank ``p`` latency in ms (geetcd.bench's one histogram; 0 if none)."""
+        return LatencyHistogram(x * 1000 for x in self.latencies).percentile(p)
 
 
 def cpu_seconds() -> float:

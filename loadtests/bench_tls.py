@@ -24,6 +24,7 @@ from pathlib import Path
 import gevent
 
 import geetcd
+from geetcd.bench.histogram import LatencyHistogram
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 from tls_etcd import TlsEtcd, make_pki
@@ -51,8 +52,8 @@ class Cell:
         return self.ops / self.seconds if self.seconds else 0.0
 
     def pct(self, p: float) -> float:
-        lat = sorted(self.latencies)
-        return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else 0.0
+        """The nearest-rank ``p`` latency in ms (geetcd.bench's one histogram; 0 if none)."""
+        return LatencyHistogram(x * 1000 for x in self.latencies).percentile(p)
 
 
 def cpu_seconds() -> float:

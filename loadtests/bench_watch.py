@@ -49,6 +49,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 
 import geetcd
 from geetcd import Op
+from geetcd.bench.histogram import LatencyHistogram
 from geetcd.testing import EtcdCluster
 from geetcd.transport import CooperativeHTTPConnection
 
@@ -95,9 +96,9 @@ class Result:
 
     def summarize(self) -> None:
         if self.latencies:
-            ordered = sorted(self.latencies)
-            at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-            self.p50, self.p99, self.pmax = at(0.5), at(0.99), ordered[-1] * 1000
+            histogram = LatencyHistogram(x * 1000 for x in self.latencies)
+            self.p50, self.p99 = histogram.percentile(0.5), histogram.percentile(0.99)
+            self.pmax = histogram.max
         self.latencies = []
 
 
