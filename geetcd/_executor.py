@@ -1,12 +1,24 @@
-"""The request loop: one call = Retry x Backoff x ClusterState.pick(), inside one deadline.
+"""The one attempt loop: every request of a client, of every kind, runs through
+:meth:`Executor.run`: unary v3 calls, v2 calls, stream opens (v3 watch, v2 long polls),
+keepalive batches and authentication.
 
-For each attempt: pick a member, send, and on failure decide:
+``run(do, ...)`` is Go clientv3's retry interceptor in the shape of redis-py's
+``call_with_retry``: for each attempt it picks a member (``ClusterState.pick``, skipping the
+members that failed this call), gets the auth headers, counts the attempt in the member's
+``inflight`` (seen by every pick policy), calls ``do(attempt)`` and judges the failure by one
+set of rules:
 
+* :func:`should_refresh_token`: the one rule for re-authenticating (at most once per call);
 * a deterministic answer of etcd (bad argument, compacted, permission...) is raised at once;
-* a member-level failure benches the member (ClusterState.mark_failed) and, if the call is
-  idempotent or the error proves the request was not applied (``retry_safe``), the call moves
-  to another member; a non-idempotent call whose request may have been applied raises
-  :class:`~geetcd.errors.OutcomeUnknown` chained to the cause;
+* the caller's own budget running out (a timeout cut short by the deadline) raises
+  DeadlineExceeded (OutcomeUnknown for a write that was sent) and never benches the member:
+  only ``attempt_timeout`` or a real connection failure says that a member is hung;
+* a member-level failure benches the member (``ClusterState.mark_failed``) and
+  :func:`may_retry` decides whether the call moves on: always for idempotent calls, for
+  writes only when the error proves the request was not applied (``retry_safe``) and
+  ``Retry.retry_writes_when_safe`` allows it; a write whose request may have been applied
+  raises :class:`~geetcd.errors.OutcomeUnknown` chained to the cause;
+* one backoff (the call's :class:`~geetcd.config.Retry`) after each full round of members;
 * when retries or the deadline run out, the last error is raised (ClusterUnavailable when no
   member was usable at all, DeadlineExceeded when time ran out between attempts).
 """
@@ -15,22 +27,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import gevent
 
 from geetcd.cluster import ClusterState, Member
-from geetcd.config import Retry, RetryExhausted
+from geetcd.config import Retry, RetryExhausted, check_duration
 from geetcd.errors import (
     AuthRequired,
+    ClientClosed,
     ClusterUnavailable,
+    ConnectionFailed,
     DeadlineExceeded,
     EtcdError,
-    InvalidArgument,
     InvalidAuthToken,
+    InvalidType,
+    MalformedResponse,
+    MemberBenched,
     OutcomeUnknown,
+    PoolTimeout,
+    ResponseTimeout,
     UnsupportedServer,
 )
 from geetcd.models import Header
@@ -40,7 +58,7 @@ from geetcd.protocol.errors import error_from_body
 from geetcd.protocol.kv import RANGE, parse_header
 from geetcd.transport import RawResponse, Transport
 
-__all__ = ["Authenticator", "Executor"]
+__all__ = ["Attempt", "Authenticator", "Executor", "may_retry", "should_refresh_token"]
 
 _PROBE_PAYLOAD = encode_json(PROBE_BODY)
 
@@ -60,16 +78,56 @@ class Authenticator(Protocol):
 
 
 def check_timeout(value: object, what: str) -> float:
-    """Validate a positive number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(f"{what} must be a number of seconds, got {value!r}")
-    if value <= 0:
-        raise InvalidArgument(f"{what} must be > 0, got {value!r}")
-    return float(value)
+    """Validate a positive, finite number of seconds (see geetcd.config.check_duration)."""
+    return check_duration(value, what)
+
+
+def should_refresh_token(error: BaseException) -> bool:
+    """The one rule for re-authenticating: the token was refused (expired or unknown), the
+    request went without one (auth turned on since), or a watch was refused with a
+    permission error, which is how etcd answers an expired token on a watch stream."""
+    return isinstance(error, (InvalidAuthToken, AuthRequired)) or bool(
+        getattr(error, "token_suspect", False)
+    )
+
+
+def may_retry(error: EtcdError, idempotent: bool, retry: Retry) -> bool:
+    """The one rule for moving a failed attempt to another member: a transient error, and
+    either an idempotent call or a request surely not applied (``retry_safe``) while the
+    call's Retry allows retrying such writes."""
+    if not error.transient:
+        return False
+    return idempotent or (error.retry_safe and retry.retry_writes_when_safe)
+
+
+class Attempt:
+    """One attempt of a call, given to ``do``: where to send, with which headers, and for
+    how long. ``read_timeout`` is ``attempt_timeout`` capped by the call's deadline;
+    ``deadline`` (monotonic) is the call's; transports recompute the cap after waiting for a
+    connection, so the wait counts against the same deadline."""
+
+    __slots__ = ("connect_timeout", "deadline", "headers", "member", "read_timeout")
+
+    def __init__(
+        self,
+        member: Member,
+        headers: Mapping[str, str] | None,
+        connect_timeout: float,
+        read_timeout: float,
+        deadline: float,
+    ) -> None:
+        self.member = member
+        self.headers = headers
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return f"<Attempt {self.member.url} read_timeout={self.read_timeout:.3f}>"
 
 
 class Executor:
-    """Runs v3 gateway calls for one client. Shared by every greenlet of that client."""
+    """Runs every request of one client. Shared by every greenlet of that client."""
 
     def __init__(
         self,
@@ -88,9 +146,7 @@ class Executor:
         self.timeout = check_timeout(timeout, "timeout")
         self.attempt_timeout = check_timeout(attempt_timeout, "attempt_timeout")
         self.connect_timeout = check_timeout(connect_timeout, "connect_timeout")
-        if not isinstance(retry, Retry):
-            raise InvalidArgument(f"retry must be a geetcd.Retry, got {retry!r}")
-        self.retry = retry
+        self.retry = check_retry(retry)
         self.api_prefix = api_prefix or "/v3"
         self._prefix_fixed = api_prefix is not None
         self.auth: Authenticator | None = None
@@ -99,14 +155,16 @@ class Executor:
             None if hedge_delay is None else check_timeout(hedge_delay, "hedge_delay")
         )
         self.hedges = 0
+        self.closed = False
 
     def headers(self, deadline: float) -> Mapping[str, str] | None:
         """Request headers for one attempt: the auth token when auth is configured, else None
-        (the transport's defaults). Streams (watch, keepalive) must use this too."""
+        (the transport's defaults)."""
         return self.auth.headers(self, deadline) if self.auth is not None else None
 
-    def deadline(self, timeout: float | None) -> float:
-        """The monotonic deadline for a call with per-call ``timeout`` (client default if None)."""
+    def deadline(self, timeout: object) -> float:
+        """The monotonic deadline for a call with per-call ``timeout`` (client default if None).
+        InvalidType / InvalidArgument for a wrong-typed, NaN, infinite or non-positive one."""
         if timeout is None:
             return _monotonic() + self.timeout
         return _monotonic() + check_timeout(timeout, "timeout")
@@ -125,11 +183,12 @@ class Executor:
         """POST ``body`` to ``api_prefix + path`` on a healthy member; return ``parse(json)``.
 
         Raises the errors described in the module docstring; never returns a partial result.
+        An answer whose JSON has the wrong shape raises MalformedResponse.
         """
 
         def interpret(response: RawResponse, member: Member) -> T:
             if response.status == 200:
-                return parse(decode_json(response.data))
+                return parse_answer(parse, response.data, member.url)
             raise error_from_body(response.status, response.data, member.url)
 
         return self.execute(
@@ -155,67 +214,72 @@ class Executor:
         retry: Retry | None = None,
         v3: bool = False,
         headers: Mapping[str, str] | None = None,
+        endpoint: str | None = None,
     ) -> T:
-        """The request loop shared by the v3 and v2 APIs.
-
-        Sends ``method path`` (prefixed with ``api_prefix`` when ``v3``) to a picked member and
-        returns ``interpret(response, member)``, which returns the result or raises an
-        EtcdError for error answers. Transient errors bench the member and move the call on
-        (writes only when ``retry_safe``, else OutcomeUnknown); other errors are raised.
+        """One unary request through :meth:`run`: ``method path`` (prefixed with
+        ``api_prefix`` when ``v3``), answered by ``interpret(response, member)``, which returns
+        the result or raises an EtcdError for error answers. ``headers`` (v2 only) replace
+        the transport's; v3 requests carry the auth token. ``endpoint``: see :meth:`run`.
         """
-        retry = retry if retry is not None else self.retry
-        if not isinstance(retry, Retry):
-            raise InvalidArgument(f"retry must be a geetcd.Retry, got {retry!r}")
-        if idempotent and self.hedge_delay is not None and len(self.cluster.members) > 1:
-            return self._hedged(
+        retry = check_retry(retry if retry is not None else self.retry)
+        transport = self.transport
+
+        def do(attempt: Attempt) -> T:
+            member = attempt.member
+            response = transport.request(
+                member.url,
                 method,
-                path,
+                self.api_prefix + path if v3 else path,
                 payload,
-                interpret,
-                deadline=deadline,
-                retry=retry,
-                v3=v3,
-                headers=headers,
+                connect_timeout=attempt.connect_timeout,
+                read_timeout=attempt.read_timeout,
+                deadline=attempt.deadline,
+                headers=attempt.headers if v3 else headers,
+                what=path,
+                abandon=member.benched,
             )
-        return self._loop(
-            method,
-            path,
-            payload,
-            interpret,
+            return interpret(response, member)
+
+        if (
+            idempotent
+            and endpoint is None
+            and self.hedge_delay is not None
+            and len(self.cluster.members) > 1
+        ):
+            return self._hedged(do, path, deadline=deadline, retry=retry, auth=v3)
+        return self.run(
+            do,
+            what=path,
             idempotent=idempotent,
             deadline=deadline,
             retry=retry,
-            v3=v3,
-            headers=headers,
+            auth=v3,
+            endpoint=endpoint,
+            gateway=v3,
         )
 
     def _hedged(
         self,
-        method: str,
-        path: str,
-        payload: bytes | None,
-        interpret: Callable[[RawResponse, Member], T],
+        do: Callable[[Attempt], T],
+        what: str,
         *,
         deadline: float,
         retry: Retry,
-        v3: bool,
-        headers: Mapping[str, str] | None,
+        auth: bool,
     ) -> T:
-        """Send an idempotent call; if no answer came after ``hedge_delay``, send it again to
+        """Run an idempotent call; if no answer came after ``hedge_delay``, run it again on
         another member and return whichever answers first (the other is abandoned)."""
         assert self.hedge_delay is not None
         first_member: list[Member] = []
         attempt = partial(
-            self._loop,
-            method,
-            path,
-            payload,
-            interpret,
+            self.run,
+            do,
+            what=what,
             idempotent=True,
             deadline=deadline,
             retry=retry,
-            v3=v3,
-            headers=headers,
+            auth=auth,
+            gateway=auth,
         )
         primary = gevent.spawn(attempt, chosen=first_member)
         secondary: gevent.Greenlet[..., T] | None = None
@@ -242,95 +306,150 @@ class Executor:
                 if loser is not None and not loser.ready():
                     loser.kill(block=False)
 
-    def _loop(
+    def run(
         self,
-        method: str,
-        path: str,
-        payload: bytes | None,
-        interpret: Callable[[RawResponse, Member], T],
+        do: Callable[[Attempt], T],
         *,
+        what: str,
         idempotent: bool,
         deadline: float,
-        retry: Retry,
-        v3: bool,
-        headers: Mapping[str, str] | None,
-        avoid: list[Member] | None = None,
+        retry: Retry | None = None,
+        auth: bool = True,
+        endpoint: str | None = None,
+        attempt_timeout: float | None = None,
+        avoid: Sequence[Member] = (),
         chosen: list[Member] | None = None,
+        gateway: bool = False,
     ) -> T:
-        tried: list[Member] = list(avoid) if avoid else []
-        auth_retried = False
-        last: EtcdError | None = None
+        """The attempt loop (see the module docstring): returns what ``do(attempt)`` returns
+        for the first attempt that succeeds.
+
+        ``auth``: send the client's token (False for authenticate itself and v2).
+        ``endpoint``: a member URL: every attempt goes there and only there (no failover;
+        the member's failures are raised as they are). ``attempt_timeout`` overrides the
+        client's for this call. ``avoid``: members not to try first. ``chosen`` receives each
+        member tried. ``gateway``: a 404 without an etcd error body may mean an older
+        gateway prefix (/v3beta, /v3alpha): look it up once and retry.
+        """
+        if self.closed:
+            raise ClientClosed()
+        retry = retry if retry is not None else self.retry
+        per_attempt = self.attempt_timeout if attempt_timeout is None else attempt_timeout
         cluster = self.cluster
-        transport = self.transport
+        pinned = self._member_at(endpoint) if endpoint is not None else None
+        tried: list[Member] = list(avoid)
+        token_refreshed = False
+        last: EtcdError | None = None
         while True:
-            if len(tried) >= len(cluster.members):
-                # Every member failed this call once already: back off before another round.
-                sleep_until(deadline, retry.delay())
-            try:
-                member = cluster.pick(deadline, tried)
-            except ClusterUnavailable as exc:
-                if last is None:  # no attempt of ours: chain the newest member error seen
-                    errors = [m.last_error for m in cluster.members if m.last_error]
-                    raise exc from (errors[-1] if errors else None)
-                raise exc from last
+            if pinned is not None:
+                member = pinned
+                if tried:
+                    sleep_until(deadline, retry.delay())
+            else:
+                if len(tried) >= len(cluster.members):
+                    # Every member failed this call once already: back off before another round.
+                    sleep_until(deadline, retry.delay())
+                try:
+                    member = cluster.pick(deadline, tried)
+                except ClusterUnavailable as exc:
+                    if self.closed:
+                        raise ClientClosed() from last
+                    if last is None:  # no attempt of ours: chain the newest member error seen
+                        errors = [m.last_error for m in cluster.members if m.last_error]
+                        raise exc from (errors[-1] if errors else None)
+                    raise exc from last
+            if chosen is not None:
+                chosen.append(member)
+            headers = self.auth.headers(self, deadline) if auth and self.auth else None
             remaining = deadline - _monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded(
-                    f"{path}: deadline passed after {len(tried)} attempt(s)"
+                    f"{what}: deadline passed after {len(tried)} attempt(s)"
                 ) from last
-            if chosen is not None:
-                chosen.append(member)
-            sent_headers = headers
-            if v3 and self.auth is not None:
-                sent_headers = self.auth.headers(self, deadline)
+            capped = remaining < per_attempt
             member.inflight += 1
             started = _monotonic()
             try:
-                response = transport.request(
-                    member.url,
-                    method,
-                    self.api_prefix + path if v3 else path,
-                    payload,
-                    connect_timeout=min(self.connect_timeout, remaining),
-                    read_timeout=min(self.attempt_timeout, remaining),
-                    pool_timeout=remaining,
-                    headers=sent_headers,
-                    what=path,
+                result = do(
+                    Attempt(
+                        member,
+                        headers,
+                        min(self.connect_timeout, remaining),
+                        remaining if capped else per_attempt,
+                        deadline,
+                    )
                 )
-                result = interpret(response, member)
-                cluster.mark_success(member, _monotonic() - started)
-                return result
             except EtcdError as exc:
                 error = exc
+            else:
+                cluster.mark_success(member, _monotonic() - started)
+                return result
             finally:
                 member.inflight -= 1
             last = error
+            if isinstance(error, MemberBenched):
+                tried.append(member)  # not sent: no bench, no retry used
+                continue
+            refresh = auth and self.auth is not None and not token_refreshed
+            if refresh and should_refresh_token(error) and self.auth is not None:
+                token_refreshed = True
+                self.auth.invalidate(headers)
+                continue
+            missing_gateway = gateway and self._is_missing_gateway(error)
+            if missing_gateway and self._switch_prefix(member, deadline):
+                continue
+            if _budget_ran_out(error, deadline):
+                # The caller's deadline, not the member: no bench.
+                if isinstance(error, DeadlineExceeded):
+                    raise error  # PoolTimeout: never sent
+                if idempotent or error.retry_safe:
+                    raise DeadlineExceeded(f"{what}: deadline passed ({error.message})") from error
+                raise OutcomeUnknown(
+                    f"{what} to {member.url} may or may not have been applied: the deadline "
+                    f"passed before the answer came",
+                    member=member.url,
+                ) from error
             if not error.transient:
-                if (
-                    v3
-                    and isinstance(error, (InvalidAuthToken, AuthRequired))
-                    and self.auth is not None
-                    and not auth_retried
-                ):
-                    auth_retried = True
-                    self.auth.invalidate(sent_headers)
-                    continue
-                if v3 and self._is_missing_gateway(error) and self._switch_prefix(member, deadline):
-                    continue
                 raise error
             cluster.mark_failed(member, error)
-            if not idempotent and not error.retry_safe:
+            if not may_retry(error, idempotent, retry):
+                if idempotent or error.retry_safe:
+                    raise error  # writes not retried by choice: surely not applied
                 raise OutcomeUnknown(
-                    f"{path} to {member.url} may or may not have been applied: {error.message}",
+                    f"{what} to {member.url} may or may not have been applied: {error.message}",
                     member=member.url,
                 ) from error
             tried.append(member)
+            if isinstance(error, MalformedResponse) and len(tried) >= len(cluster.members):
+                raise error  # every member answered garbage: not etcd, not worth a deadline
             try:
                 retry = retry.increment(error)
             except RetryExhausted:
                 raise error from None
             if not idempotent:
-                log.debug("retrying %s after %s (never reached the server)", path, error)
+                log.debug("retrying %s after %s (never reached the server)", what, error)
+
+    def _member_at(self, endpoint: object) -> Member:
+        """The known member at ``endpoint`` (a URL, normalized as endpoints are)."""
+        from geetcd.cluster import normalize_endpoints
+        from geetcd.errors import InvalidArgument
+
+        if not isinstance(endpoint, str):
+            raise InvalidType(f"endpoint must be a member URL str, got {type(endpoint).__name__}")
+        (url,) = normalize_endpoints(endpoint)
+        for member in self.cluster.members:
+            if member.url == url:
+                return member
+        known = ", ".join(m.url for m in self.cluster.members)
+        raise InvalidArgument(f"endpoint {url} is not a member this client knows ({known})")
+
+    def member_failed(self, member: Member, error: EtcdError) -> None:
+        """A stream owner's report that ``member`` failed its stream (benches it)."""
+        self.cluster.mark_failed(member, error)
+
+    def close(self) -> None:
+        """Every later :meth:`run` raises ClientClosed. Idempotent."""
+        self.closed = True
 
     # ------------------------------------------------------------------ API prefix
     def _is_missing_gateway(self, error: EtcdError) -> bool:
@@ -395,3 +514,38 @@ class Executor:
 def sleep_until(deadline: float, seconds: float) -> None:
     """Sleep ``seconds`` but never past ``deadline``."""
     gevent.sleep(max(0.0, min(seconds, deadline - _monotonic())))
+
+
+def check_retry(retry: object) -> Retry:
+    """``retry`` if it is a geetcd.Retry; InvalidType otherwise."""
+    if not isinstance(retry, Retry):
+        raise InvalidType(f"retry must be a geetcd.Retry, got {type(retry).__name__}")
+    return retry
+
+
+def parse_answer(parse: Callable[[dict[str, Any]], T], data: bytes, url: str) -> T:
+    """``parse(json)`` of a 200 answer; an answer of the wrong shape (``{"kvs": "x"}``,
+    ``{"header": "ok"}``, ``{"kvs": [null]}``) raises MalformedResponse with the cause."""
+    obj = decode_json(data)
+    try:
+        return parse(obj)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+        if isinstance(exc, EtcdError):
+            raise
+        raise MalformedResponse(
+            f"answer of unexpected shape: {data[:80]!r} ({type(exc).__name__}: {exc})",
+            member=url,
+        ) from exc
+
+
+def _budget_ran_out(error: EtcdError, deadline: float) -> bool:
+    """True when ``error`` is a timeout caused by the caller's own deadline: the wait for a
+    connection, the connect or the read was cut short by the deadline, which has now passed.
+    Such a timeout says nothing about the member, so it never benches it."""
+    if isinstance(error, PoolTimeout):
+        return True
+    if isinstance(error, ConnectionFailed) and "timed out" not in error.message:
+        return False
+    if not isinstance(error, (ResponseTimeout, ConnectionFailed)):
+        return False
+    return _monotonic() >= deadline - 0.001

@@ -29,7 +29,7 @@ import gevent
 import gevent.event
 
 from geetcd._executor import check_timeout
-from geetcd.config import ExponentialBackoff
+from geetcd.config import ExponentialBackoff, check_duration
 from geetcd.errors import (
     AuthError,
     CompactedRevision,
@@ -99,7 +99,11 @@ class CacheChanges:
         return change
 
     def _next(self, timeout: float | None) -> Event | None:
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = (
+            None
+            if timeout is None
+            else _monotonic() + check_duration(timeout, "timeout", allow_zero=True)
+        )
         while not self._items:
             if self._done:
                 if self._error is not None:
@@ -235,7 +239,11 @@ class PrefixCache:
     def wait_synced(self, timeout: float | None = None) -> None:
         """Wait until the first listing is applied. Raises DeadlineExceeded after
         ``timeout`` seconds (None: for ever) or the cache's fatal error."""
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = (
+            None
+            if timeout is None
+            else _monotonic() + check_duration(timeout, "timeout", allow_zero=True)
+        )
         while not self._synced.is_set():
             self._raise_if_failed()
             remaining = None if deadline is None else deadline - _monotonic()
@@ -250,7 +258,11 @@ class PrefixCache:
         Raises DeadlineExceeded after ``timeout`` seconds or the cache's fatal error.
         """
         check_int(revision, "revision")
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = (
+            None
+            if timeout is None
+            else _monotonic() + check_duration(timeout, "timeout", allow_zero=True)
+        )
         while self.revision < revision or not self._synced.is_set():
             self._raise_if_failed()
             remaining = None if deadline is None else deadline - _monotonic()

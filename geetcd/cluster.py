@@ -101,6 +101,10 @@ class Member:
         self.benched_until = 0.0
         self.history: deque[tuple[float, str]] = deque(maxlen=16)
 
+    def benched(self) -> bool:
+        """True while the member is DOWN (benched after a failure). No I/O."""
+        return self.state is MemberState.DOWN
+
     def __repr__(self) -> str:
         ident = f" {self.name}" if self.name else ""
         err = f" last_error={type(self.last_error).__name__}" if self.last_error else ""

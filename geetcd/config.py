@@ -6,9 +6,12 @@ are stateless functions of the attempt number.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field, replace
 from typing import Protocol
+
+from geetcd.errors import InvalidArgument, InvalidType
 
 __all__ = [
     "Backoff",
@@ -18,7 +21,27 @@ __all__ = [
     "Retry",
     "RetryExhausted",
     "TLS",
+    "check_duration",
 ]
+
+
+def check_duration(value: object, what: str, *, allow_zero: bool = False) -> float:
+    """``value`` as a finite number of seconds, > 0 (or >= 0 with ``allow_zero``).
+
+    The one validation of every duration geetcd takes (timeouts, intervals, delays).
+    Raises InvalidType (also a TypeError) for a non-number, ``bool`` included, and
+    InvalidArgument (also a ValueError) for NaN, an infinity or a value out of range:
+    a NaN deadline would otherwise pass every ``<=`` test and block the event loop forever.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidType(f"{what} must be a number of seconds, got {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise InvalidArgument(f"{what} must be a finite number of seconds, got {value!r}")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidArgument(f"{what} must be {bound}, got {value!r}")
+    return seconds
 
 
 class Backoff(Protocol):
@@ -42,6 +65,9 @@ class ConstantBackoff:
 
     delay: float = 0.05
 
+    def __post_init__(self) -> None:
+        check_duration(self.delay, "ConstantBackoff.delay", allow_zero=True)
+
     def compute(self, attempt: int) -> float:
         """Returns ``delay``."""
         return self.delay
@@ -57,6 +83,10 @@ class ExponentialBackoff:
     base: float = 0.025
     cap: float = 2.0
     jitter: bool = True
+
+    def __post_init__(self) -> None:
+        check_duration(self.base, "ExponentialBackoff.base", allow_zero=True)
+        check_duration(self.cap, "ExponentialBackoff.cap", allow_zero=True)
 
     def compute(self, attempt: int) -> float:
         """Returns a delay in ``[d/2, d]`` (or exactly ``d`` without jitter), ``d <= cap``."""
@@ -77,7 +107,13 @@ class Retry:
 
     ``attempts`` counts retries after the first try (0 = try once). Reads are retried on any
     transient error; writes only on errors whose ``retry_safe`` is true (the request surely
-    was not applied). ``history`` holds the errors seen so far, oldest first.
+    was not applied), and only while ``retry_writes_when_safe`` is true: with False a write
+    is tried once, and such an error is raised as is (the write surely did not happen).
+    ``history`` holds the errors seen so far, oldest first.
+
+    Raises InvalidType / InvalidArgument (geetcd errors, also TypeError / ValueError) for a
+    non-int or negative ``attempts``, a non-bool ``retry_writes_when_safe`` or a ``backoff``
+    without ``compute``.
     """
 
     attempts: int = 8
@@ -87,9 +123,15 @@ class Retry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
-            raise TypeError(f"Retry.attempts must be an int, got {type(self.attempts).__name__}")
+            raise InvalidType(
+                f"Retry.attempts must be an int, got {type(self.attempts).__name__}"
+            )
         if self.attempts < 0:
-            raise ValueError(f"Retry.attempts must be >= 0, got {self.attempts}")
+            raise InvalidArgument(f"Retry.attempts must be >= 0, got {self.attempts}")
+        if not isinstance(self.retry_writes_when_safe, bool):
+            raise InvalidType("Retry.retry_writes_when_safe must be a bool")
+        if not callable(getattr(self.backoff, "compute", None)):
+            raise InvalidType(f"Retry.backoff must have compute(attempt), got {self.backoff!r}")
 
     @property
     def count(self) -> int:
@@ -128,5 +170,11 @@ class TLS:
     verify: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("ca_file", "cert_file", "key_file", "server_hostname"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidType(f"TLS.{name} must be a str path, got {type(value).__name__}")
+        if not isinstance(self.verify, bool):
+            raise InvalidType(f"TLS.verify must be a bool, got {type(self.verify).__name__}")
         if self.key_file is not None and self.cert_file is None:
-            raise ValueError("TLS.key_file needs TLS.cert_file")
+            raise InvalidArgument("TLS.key_file needs TLS.cert_file")

@@ -28,6 +28,7 @@ The tree::
     ├── MalformedResponse                 etcd answered something this client cannot parse
     ├── UnavailableError                  a member-level failure; another member may succeed
     │   ├── ConnectionFailed              could not connect: the request surely never arrived
+    │   ├── MemberBenched                 benched while the request waited: not sent
     │   ├── ConnectionLost                the connection broke after the request was sent
     │   ├── ResponseTimeout               sent, but no answer within the attempt timeout
     │   ├── NoLeader                      the member has no leader (rejected before applying)
@@ -35,14 +36,18 @@ The tree::
     │   └── TooManyRequests               etcd shed the request (not applied)
     ├── TLSError                          certificate / handshake failure (never retried)
     ├── ClusterUnavailable                no member could serve before the deadline (.errors)
+    │   └── ClientClosed                  the client was closed
     ├── DeadlineExceeded (TimeoutError)   the caller's deadline passed
     │   └── PoolTimeout                   every pooled connection stayed busy until the deadline
     ├── OutcomeUnknown                    a write may or may not have been applied
     ├── ClusterMismatch                   a member belongs to a different cluster id
-    └── WatchError
-        ├── WatchCompacted (CompactedRevision)   the watch's revision was compacted
-        ├── WatchOverflow                 the subscriber fell too far behind
-        └── WatchCanceled                 the server canceled the watch (.reason)
+    ├── WatchError
+    │   ├── WatchCompacted (CompactedRevision)   the watch's revision was compacted
+    │   ├── WatchOverflow                 the subscriber fell too far behind
+    │   └── WatchCanceled                 the server canceled the watch (.reason)
+    └── CoordinationError                 a lock / election / STM recipe (geetcd.recipes) failed
+        ├── NotLeader                     proclaim() by an Election that is not the leader
+        └── STMConflict                   an STM transaction conflicted on every allowed try
 
 Every exception carries ``code`` (gRPC code or None), ``http_status`` (or None) and ``member``
 (the endpoint URL that answered, or None). Two class attributes drive the request loop:
@@ -62,11 +67,13 @@ __all__ = [
     "AuthFailed",
     "AuthNotEnabled",
     "AuthRequired",
+    "ClientClosed",
     "ClusterMismatch",
     "ClusterUnavailable",
     "CompactedRevision",
     "ConnectionFailed",
     "ConnectionLost",
+    "CoordinationError",
     "DeadlineExceeded",
     "EtcdError",
     "FailedPrecondition",
@@ -79,8 +86,10 @@ __all__ = [
     "LeaseExists",
     "LeaseNotFound",
     "LeaseTTLTooLarge",
+    "MemberBenched",
     "MalformedResponse",
     "NoLeader",
+    "NotLeader",
     "NotFound",
     "OutcomeUnknown",
     "PermissionDenied",
@@ -90,6 +99,7 @@ __all__ = [
     "RequestTooLarge",
     "ResponseTimeout",
     "RevisionError",
+    "STMConflict",
     "ServerError",
     "TLSError",
     "TooManyOperations",
@@ -246,7 +256,12 @@ class UnsupportedServer(ServerError):
 
 
 class MalformedResponse(EtcdError):
-    """The member answered with bytes that are not the JSON this client expects."""
+    """The member answered with bytes that are not the JSON this client expects.
+
+    Transient (the member is benched), but the request loop tries each member once at most:
+    a server that is not etcd (a proxy, another service on the port) would answer the same
+    on every retry, so the call fails after one round instead of retrying until its deadline.
+    """
 
     transient = True
 
@@ -262,6 +277,13 @@ class ConnectionFailed(UnavailableError):
 
     The request surely never reached etcd, so retrying it is safe even for writes.
     """
+
+    retry_safe = True
+
+
+class MemberBenched(UnavailableError):
+    """The member was benched by another call while this request waited for one of its
+    connections; the request was not sent (the request loop moves it to another member)."""
 
     retry_safe = True
 
@@ -304,6 +326,15 @@ class ClusterUnavailable(EtcdError):
         detail = "; ".join(f"{url}: {err!r}" for url, err in errors.items())
         super().__init__(f"{message} [{detail}]" if detail else message)
         self.errors = dict(errors)
+
+
+class ClientClosed(ClusterUnavailable):
+    """The client was closed: every call made after :meth:`geetcd.Client.close` raises this
+    (watches, leases and v2 calls included). A ClusterUnavailable, so code that handled the
+    closed case before keeps working."""
+
+    def __init__(self, message: str = "the client is closed") -> None:
+        super().__init__(message, errors={})
 
 
 class DeadlineExceeded(EtcdError, TimeoutError):
@@ -351,6 +382,26 @@ class WatchCanceled(WatchError):
     def __init__(self, message: str, *, reason: str = "", member: str | None = None) -> None:
         super().__init__(message, member=member)
         self.reason = reason
+
+
+class CoordinationError(EtcdError):
+    """Base of the failures of the coordination recipes (locks, elections, STM)."""
+
+
+class NotLeader(CoordinationError):
+    """An Election operation that needs leadership (``proclaim``) was called by a candidate
+    that is not, or is no longer, the leader (its key was deleted or its session lost)."""
+
+
+class STMConflict(CoordinationError):
+    """An STM transaction was rerun ``retries`` times and conflicted every time.
+
+    ``attempts`` is the number of times the function ran. Nothing was committed.
+    """
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 # (gRPC code, message fragment or None for "any") -> class. First match wins.

@@ -21,8 +21,9 @@ import contextlib
 import logging
 import socket as _stdlib_socket
 import ssl as _stdlib_ssl
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import gevent
@@ -52,6 +53,7 @@ from geetcd.errors import (
     EtcdError,
     InvalidArgument,
     InvalidType,
+    MemberBenched,
     PoolTimeout,
     ResponseTimeout,
     TLSError,
@@ -60,6 +62,7 @@ from geetcd.errors import (
 __all__ = ["RawResponse", "Stream", "Transport", "parse_endpoint"]
 
 log = logging.getLogger("geetcd.transport")
+_monotonic = time.monotonic
 
 _JSON_HEADERS: Final = {
     "Content-Type": "application/json",
@@ -410,15 +413,21 @@ class Transport:
         connect_timeout: float,
         read_timeout: float,
         pool_timeout: float | None = None,
+        deadline: float | None = None,
         headers: Mapping[str, str] | None = None,
         what: str = "",
+        abandon: Callable[[], bool] | None = None,
     ) -> RawResponse:
         """Send one request and read the whole answer.
 
-        Waiting for a pooled connection is bounded by ``pool_timeout`` (default
-        ``read_timeout``; PoolTimeout when it passes), connecting by
-        ``connect_timeout`` and every socket read by ``read_timeout`` (a member that stops
-        sending raises ResponseTimeout; one that keeps trickling bytes is not cut off).
+        With ``deadline`` (a ``time.monotonic()`` value), the wait for a pooled connection
+        lasts until the deadline at most (PoolTimeout), and the connect and read timeouts are
+        cut, after that wait, to what is left of it: the wait counts against the one
+        deadline. Without it, the wait is bounded by ``pool_timeout`` (default
+        ``read_timeout``). Every socket read is bounded by ``read_timeout`` (a member that
+        stops sending raises ResponseTimeout; one that keeps trickling bytes is not cut off).
+        ``abandon()``, asked once a connection is free, True means the member was benched
+        meanwhile: MemberBenched is raised and nothing is sent.
 
         Returns the status and body for any HTTP answer (errors included); raises only the
         translated transport errors listed in the module docstring.
@@ -427,12 +436,35 @@ class Transport:
             raise ConnectionFailed("client is closed", member=url)
         pool = self._pools.get(url) or self.pool(url)
         gate = self._gates[url]
-        waited = read_timeout if pool_timeout is None else pool_timeout
-        if not gate.acquire(waited):
+        if deadline is not None:
+            waited = deadline - _monotonic()
+        else:
+            waited = read_timeout if pool_timeout is None else pool_timeout
+        if waited <= 0 or not gate.acquire(waited):
             raise PoolTimeout(
-                f"no free connection to {url} for {what or path} within {waited:.3f} s",
+                f"no free connection to {url} for {what or path} within {max(0, waited):.3f} s",
                 member=url,
             )
+        if deadline is not None or abandon is not None:
+            try:
+                if abandon is not None and abandon():
+                    raise MemberBenched(
+                        f"{url} was benched while {what or path} waited for a connection",
+                        member=url,
+                    )
+                if deadline is not None:
+                    left = deadline - _monotonic()
+                    if left <= 0:
+                        raise PoolTimeout(
+                            f"no free connection to {url} for {what or path} before the deadline",
+                            member=url,
+                        )
+                    read_timeout = min(read_timeout, left)
+                    connect_timeout = min(connect_timeout, left)
+                    waited = left
+            except EtcdError:
+                gate.release()
+                raise
         key = (connect_timeout, read_timeout)
         timeout = self._timeouts.get(key)
         if timeout is None:

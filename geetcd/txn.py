@@ -261,7 +261,17 @@ class Op:
 def check_txn(
     compare: Sequence[Comparison], success: Sequence[TxnOp], failure: Sequence[TxnOp]
 ) -> tuple[tuple[Comparison, ...], tuple[TxnOp, ...], tuple[TxnOp, ...]]:
-    """Validate the three lists of a transaction; InvalidType names the offending item."""
+    """Validate the three lists of a transaction; InvalidType names the offending item.
+
+    Each of the three must be a list or tuple (a single Comparison/Op or None is refused
+    with InvalidType, which says to wrap it in a list).
+    """
+    for name, items in (("compare", compare), ("success", success), ("failure", failure)):
+        if not isinstance(items, (list, tuple)):
+            raise InvalidType(
+                f"txn {name} must be a list or tuple (e.g. [Compare.value(k) == v]), "
+                f"got {type(items).__name__}"
+            )
     for item in compare:
         if not isinstance(item, Comparison):
             raise InvalidType(

@@ -31,6 +31,7 @@ import gevent
 from gevent.hub import Waiter
 
 from geetcd._executor import check_timeout
+from geetcd.config import check_duration
 from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, WatchCanceled, WatchOverflow
 from geetcd.models import Event
 from geetcd.protocol.kv import check_bool, check_int
@@ -242,7 +243,11 @@ class Watch:
     def next_event(self, timeout: float | None = None) -> Event:
         """The next event. Raises DeadlineExceeded after ``timeout`` seconds (None: wait for
         ever), the watch's error, or WatchCanceled once the watch was canceled or closed."""
-        deadline = None if timeout is None else _monotonic() + timeout
+        deadline = (
+            None
+            if timeout is None
+            else _monotonic() + check_duration(timeout, "timeout", allow_zero=True)
+        )
         while not self._current:
             batch = self._pop(deadline)
             if batch is None:
@@ -266,6 +271,8 @@ class Watch:
             self._current, self._pos = (), 0
             self.revision = max(self.revision, rest.revision)
             return rest
+        if timeout is not None:
+            timeout = check_duration(timeout, "timeout", allow_zero=True)
         batch = self._pop(None if timeout is None else _monotonic() + timeout)
         if batch is not None:
             self.revision = max(self.revision, batch.revision)

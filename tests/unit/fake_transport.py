@@ -3,6 +3,7 @@ come from a handler, recording every request. No sockets (like httpx's MockTrans
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,9 +48,13 @@ class FakeTransport:
         connect_timeout: float,
         read_timeout: float,
         pool_timeout: float | None = None,
+        deadline: float | None = None,
         headers: Mapping[str, str] | None = None,
         what: str = "",
+        abandon: Callable[[], bool] | None = None,
     ) -> RawResponse:
+        if pool_timeout is None and deadline is not None:
+            pool_timeout = deadline - time.monotonic()
         call = Call(
             url, method, path, body, connect_timeout, read_timeout, pool_timeout, what, headers
         )
