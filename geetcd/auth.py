@@ -367,7 +367,7 @@ class AuthAdmin:
         idempotent: bool,
         timeout: float | None,
     ) -> Any:
-        return self._client._call(path, body, parse, idempotent, timeout, None)
+        return self._client.core.call(path, body, parse, idempotent, timeout, None)
 
     # ------------------------------------------------------------------ auth on/off
     def enable(self, *, timeout: float | None = None) -> Header:
@@ -376,7 +376,7 @@ class AuthAdmin:
         This client authenticates on its next call if it has credentials (other clients that
         saw auth disabled notice after their ``recheck_interval``, see TokenAuth)."""
         header: Header = self._call("/auth/enable", {}, _header, True, timeout)
-        auth = self._client._executor.auth
+        auth = self._client.core.executor.auth
         if isinstance(auth, TokenAuth):
             auth.invalidate(None)
         return header
@@ -422,7 +422,7 @@ class AuthAdmin:
         re-authenticates with the new password from then on."""
         body = {"name": _check_name(name, "name"), "password": _check_name(password, "password")}
         header: Header = self._call("/auth/user/changepw", body, _header, True, timeout)
-        auth = self._client._executor.auth
+        auth = self._client.core.executor.auth
         if isinstance(auth, TokenAuth) and auth.user == name:
             auth.set_password(password)
         return header
@@ -455,7 +455,7 @@ class AuthAdmin:
     def role_get(self, name: str, *, timeout: float | None = None) -> list[Permission]:
         """The permissions of role ``name``, keys relative to this client's namespace."""
         body = {"role": _check_name(name, "name")}
-        ks = self._client._ks
+        ks = self._client.core.ks
 
         def parse(obj: dict[str, Any]) -> list[Permission]:
             perms = obj.get("perm") or []
@@ -487,7 +487,7 @@ class AuthAdmin:
         perm_type = _PERM_TO_WIRE.get(perm) if isinstance(perm, str) else None
         if perm_type is None:
             raise InvalidArgument(f"perm must be 'read', 'write' or 'readwrite', got {perm!r}")
-        wire, end = self._client._ks.span(key, range_end, check_bool(prefix, "prefix"))
+        wire, end = self._client.core.ks.span(key, range_end, check_bool(prefix, "prefix"))
         grant: dict[str, Any] = {"permType": perm_type, "key": b64(wire)}
         if end is not None:
             grant["range_end"] = b64(end)
@@ -506,7 +506,7 @@ class AuthAdmin:
     ) -> Header:
         """Remove the permission of ``role`` on exactly this key / range / prefix (as it was
         granted); FailedPrecondition if the role has no such permission."""
-        wire, end = self._client._ks.span(key, range_end, check_bool(prefix, "prefix"))
+        wire, end = self._client.core.ks.span(key, range_end, check_bool(prefix, "prefix"))
         body: dict[str, Any] = {"role": _check_name(role, "role"), "key": b64(wire)}
         if end is not None:
             body["range_end"] = b64(end)

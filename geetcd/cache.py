@@ -207,7 +207,7 @@ class PrefixCache:
     def start(self) -> PrefixCache:
         """Start the cache's greenlet (no I/O here). Returns self."""
         if self._greenlet is None:
-            self.client._on_close.append(self.close)
+            self.client.core.on_close(self.close)
             self._greenlet = self.client.spawn(self._run)
         return self
 
@@ -302,8 +302,7 @@ class PrefixCache:
         if self._closed:
             return
         self._closed = True
-        if not self.client.closed and self.close in self.client._on_close:
-            self.client._on_close.remove(self.close)  # (client.close() iterates that list)
+        self.client.core.remove_close_hook(self.close)
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()

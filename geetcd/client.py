@@ -10,12 +10,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
-import gevent.pool
 
-from geetcd._executor import Executor, check_timeout
-from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
+from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange
 from geetcd.config import TLS, Retry
-from geetcd.errors import InvalidArgument, InvalidType
+from geetcd.core import Core
+from geetcd.errors import InvalidArgument
 from geetcd.models import (
     DeleteResponse,
     Header,
@@ -28,7 +27,7 @@ from geetcd.models import (
 )
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol import kv as kv_proto
-from geetcd.protocol.codec import Keyspace, b64, to_bytes
+from geetcd.protocol.codec import b64, to_bytes
 from geetcd.protocol.kv import RangeOptions, check_bool, check_int
 from geetcd.transport import Transport
 from geetcd.txn import Compare, Comparison, Op, TxnOp, check_txn, lease_id, txn_body
@@ -100,47 +99,32 @@ class Client:
         api_prefix: str | None = None,
         hedge_delay: float | None = None,
         on_state_change: Callable[[StateChange], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        urls = normalize_endpoints(endpoints)
-        if tls is not None and not isinstance(tls, TLS):
-            raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
-        if sync_interval is not None:
-            check_timeout(sync_interval, "sync_interval")
-        prefix = b"" if namespace is None else to_bytes(namespace, "namespace")
-        self._ks = Keyspace(prefix)
-        self._group = gevent.pool.Group()
-        self._transport = Transport(maxsize=maxsize, tls=tls)
-        self._cluster = ClusterState(
-            urls,
-            probe=self._probe,
-            fetch_members=self._fetch_members,
-            group=self._group,
-            policy=policy,
-            sync_interval=sync_interval,
-            sync_on_start=sync_on_start,
-            sync_after_failure=len(urls) > 1 or sync_on_start,
-            on_state_change=on_state_change,
-            on_member_removed=self._member_removed,
-            pool_usage=self._transport.pool_usage,
-        )
-        self._executor = Executor(
-            self._cluster,
-            self._transport,
+        core = Core(
+            endpoints,
             timeout=timeout,
             attempt_timeout=attempt_timeout,
             connect_timeout=connect_timeout,
-            retry=retry if retry is not None else Retry(),
+            maxsize=maxsize,
+            retry=retry,
+            namespace=namespace,
+            policy=policy,
+            sync_interval=sync_interval,
+            sync_on_start=sync_on_start,
+            tls=tls,
+            user=user,
+            password=password,
             api_prefix=api_prefix,
             hedge_delay=hedge_delay,
+            on_state_change=on_state_change,
+            transport=transport,
         )
-        if user is not None or password is not None:
-            from geetcd.auth import TokenAuth
-
-            self._executor.auth = TokenAuth(user, password)
-        self._closed = False
-        self._started = False
-        # Called (in order, errors logged) by close() before background greenlets are killed.
-        self._on_close: list[Callable[[], None]] = []
+        self._core = core
+        # The facade's own shorthands for the core's parts (features use ``client.core``).
+        self._ks = core.ks
+        self._cluster = core.cluster
+        self._executor = core.executor
         self._sessions: _SessionPool | None = None
         self._parse_range = partial(kv_proto.parse_range, ks=self._ks)
         self._parse_put = partial(kv_proto.parse_put, ks=self._ks)
@@ -157,28 +141,26 @@ class Client:
     def __repr__(self) -> str:
         urls = ",".join(m.url for m in self._cluster.members)
         ns = f" namespace={self._ks.prefix!r}" if self._ks.prefix else ""
-        state = "closed" if self._closed else "open"
+        state = "closed" if self.closed else "open"
         return f"<geetcd.Client {urls}{ns} {state}>"
 
     def close(self, timeout: float = 5.0) -> None:
         """End every background greenlet (watches, keepalives, probes) and close all
-        connections. Waits at most ``timeout`` seconds. Idempotent; never raises."""
-        if self._closed:
-            return
-        self._closed = True
-        for hook in self._on_close:
-            try:
-                hook()
-            except Exception:
-                log.exception("error while closing %r; continuing", hook)
-        self._cluster.close()
-        self._group.kill(timeout=timeout, block=True)
-        self._transport.close()
+        connections; later calls raise :class:`geetcd.ClientClosed`. Waits at most
+        ``timeout`` seconds. Idempotent; never raises; safe from a watch callback or any
+        other greenlet the client owns."""
+        self._core.close(timeout)
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
-        return self._closed
+        return self._core.closed
+
+    @property
+    def core(self) -> Core:
+        """The :class:`geetcd.core.Core` this client is a facade over: what the features
+        (watch hub, leases, v2, recipes) are built on."""
+        return self._core
 
     @property
     def cluster_state(self) -> ClusterState:
@@ -199,23 +181,9 @@ class Client:
         timeout: float | None,
         retry: Retry | None,
     ) -> Any:
-        if not self._started:
-            self._started = True
-            self._cluster.start()
-        return self._executor.call(
+        return self._core.call(
             path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry
         )
-
-    # ------------------------------------------------------------------ cluster I/O hooks
-    def _probe(self, member: Member) -> Header:
-        # Late-bound: the cluster state exists before the executor that probes for it.
-        return self._executor.probe(member)
-
-    def _fetch_members(self) -> MemberList:
-        return self.member_list()
-
-    def _member_removed(self, member: Member) -> None:
-        self._transport.forget(member.url)
 
     # ------------------------------------------------------------------ KV: reads
     def range(
@@ -461,7 +429,7 @@ class Client:
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet[..., Any]:
         """Run ``func`` in a greenlet owned by this client (killed by :meth:`close`)."""
-        return self._group.spawn(func, *args)
+        return self._core.spawn(func, *args)
 
     # ------------------------------------------------------------------ watch API
     # (section owned by geetcd/watch.py: methods here only delegate to it)

@@ -123,9 +123,7 @@ class Retry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
-            raise InvalidType(
-                f"Retry.attempts must be an int, got {type(self.attempts).__name__}"
-            )
+            raise InvalidType(f"Retry.attempts must be an int, got {type(self.attempts).__name__}")
         if self.attempts < 0:
             raise InvalidArgument(f"Retry.attempts must be >= 0, got {self.attempts}")
         if not isinstance(self.retry_writes_when_safe, bool):

@@ -129,7 +129,7 @@ def keepalive_of(client: Client) -> KeepAlive:
     if keeper is None:
         keeper = KeepAlive(client)
         setattr(client, _ATTR, keeper)
-        client._on_close.append(keeper.close)
+        client.core.on_close(keeper.close)
     return keeper
 
 
@@ -308,9 +308,9 @@ class KeepAlive:
         from geetcd.lease import LeaseLoss  # runtime import: geetcd.lease imports this module
 
         client = self._client
-        executor = client._executor
-        cluster = client._cluster
-        transport = client._transport
+        executor = client.core.executor
+        cluster = client.core.cluster
+        transport = client.core.transport
         pending = {lease.id: lease for lease in batch if lease._kept}
         if not pending:
             return

@@ -193,7 +193,7 @@ class Lease:
         if the lease no longer exists.
         """
         client = self._client
-        executor = client._executor
+        executor = client.core.executor
         deadline = executor.deadline(timeout)
         body = proto.keepalive_body((self.id,))
         sent_at = _monotonic()
@@ -329,12 +329,12 @@ def grant(
         lease_id = proto.check_lease_id(lease_id)
     if not isinstance(keepalive, bool):
         raise InvalidArgument(f"keepalive must be a bool, got {keepalive!r}")
-    executor = client._executor
+    executor = client.core.executor
     deadline = executor.deadline(timeout)
     body = proto.grant_body(ttl, lease_id)
     sent_at = _monotonic()
     try:
-        _header, granted_id, granted_ttl = client._call(
+        _header, granted_id, granted_ttl = client.core.call(
             proto.GRANT, body, proto.parse_grant, False, timeout, None
         )
     except OutcomeUnknown as unknown:
@@ -362,7 +362,7 @@ def _remaining(executor: Executor, lease_id: int, deadline: float) -> LeaseInfo:
 def _resolve_grant(
     client: Client, body: dict[str, Any], lease_id: int, deadline: float, unknown: OutcomeUnknown
 ) -> tuple[int, int, float]:
-    executor = client._executor
+    executor = client.core.executor
     while True:
         if _monotonic() >= deadline:
             raise unknown
@@ -400,11 +400,11 @@ def revoke(client: Client, lease: object, timeout: float | None = None) -> None:
     kept = keeper.get(lease_id) if keeper is not None else None
     if kept is not None:
         kept.stop_keep_alive()
-    executor = client._executor
+    executor = client.core.executor
     deadline = executor.deadline(timeout)
     body = proto.lease_body(lease_id)
     try:
-        client._call(proto.REVOKE, body, _ignore, False, timeout, None)
+        client.core.call(proto.REVOKE, body, _ignore, False, timeout, None)
     except LeaseNotFound:
         if kept is not None:
             kept._set_lost(LeaseLoss.EXPIRED)
@@ -442,12 +442,12 @@ def time_to_live(
     lease_id = _revalidated(lease)
     if not isinstance(keys, bool):
         raise InvalidArgument(f"keys must be a bool, got {keys!r}")
-    ks = client._ks
+    ks = client.core.ks
 
     def parse(obj: dict[str, Any]) -> LeaseInfo:
         return proto.parse_time_to_live(obj, ks)
 
-    info: LeaseInfo = client._call(
+    info: LeaseInfo = client.core.call(
         proto.TIME_TO_LIVE, proto.time_to_live_body(lease_id, keys), parse, True, timeout, None
     )
     return info
@@ -455,7 +455,7 @@ def time_to_live(
 
 def list_leases(client: Client, timeout: float | None = None) -> list[int]:
     """The IDs of every lease in the cluster (any order). Retried on any member."""
-    ids: list[int] = client._call(proto.LEASES, {}, proto.parse_leases, True, timeout, None)
+    ids: list[int] = client.core.call(proto.LEASES, {}, proto.parse_leases, True, timeout, None)
     return ids
 
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket as _stdlib_socket
 import ssl as _stdlib_ssl
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -59,7 +61,14 @@ from geetcd.errors import (
     TLSError,
 )
 
-__all__ = ["RawResponse", "Stream", "Transport", "parse_endpoint"]
+__all__ = [
+    "RawResponse",
+    "Stream",
+    "Transport",
+    "parse_endpoint",
+    "sever_inherited_sockets",
+    "track_socket_holder",
+]
 
 log = logging.getLogger("geetcd.transport")
 _monotonic = time.monotonic
@@ -70,8 +79,52 @@ _JSON_HEADERS: Final = {
 }
 
 
+# Every connection that opened a socket here, so a forked child can cut itself off from
+# them (see sever_inherited_sockets). Weak: a dropped connection leaves by itself.
+_SOCKET_HOLDERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track_socket_holder(holder: Any) -> None:
+    """Register an object whose ``sock`` attribute is (or will be) a socket this process
+    opened, so that a forked child never shares it with its parent (idempotent)."""
+    _SOCKET_HOLDERS.add(holder)
+
+
+def sever_inherited_sockets() -> int:
+    """In a freshly forked child: replace the descriptor of every socket opened before the
+    fork with the dead end of a closed socket pair, in place (``dup2``), and return how many.
+
+    The child then never reads or writes a byte of a connection its parent still uses: a
+    read sees end-of-file, a write fails, urllib3 sees the pooled connection as dropped and
+    opens a new one, and streams (watches, keepalives) reconnect as after any lost
+    connection. No byte is sent on the parent's connections (no TLS close_notify, no FIN:
+    the parent's descriptors stay open). Only system calls are made: safe to run inside
+    ``os.register_at_fork(after_in_child=...)`` before gevent's hub is re-initialised.
+    """
+    holders = list(_SOCKET_HOLDERS)
+    if not holders:
+        return 0
+    live, peer = _stdlib_socket.socketpair()
+    peer.close()
+    severed = 0
+    try:
+        for holder in holders:
+            sock = getattr(holder, "sock", None)
+            fd = sock.fileno() if sock is not None else -1
+            if fd >= 0:
+                os.dup2(live.fileno(), fd)
+                severed += 1
+    finally:
+        live.close()
+    return severed
+
+
+os.register_at_fork(after_in_child=sever_inherited_sockets)
+
+
 def _cooperative_socket(conn: HTTPConnection) -> _stdlib_socket.socket:
     """Open the connection's socket with gevent, mapping errors as urllib3 does."""
+    track_socket_holder(conn)
     try:
         sock = gevent.socket.create_connection(
             (conn._dns_host, conn.port),

@@ -538,7 +538,7 @@ def open_watch(
     """Create a watch and wait until the server acknowledged it. See ``Client.watch``."""
     if client.closed:
         raise InvalidArgument("the client is closed")
-    ks = client._ks
+    ks = client.core.ks
     wire, end = ks.span(key, range_end, check_bool(prefix, "prefix"))
     if start_revision is not None:
         check_int(start_revision, "start_revision", minimum=1)
@@ -555,7 +555,7 @@ def open_watch(
         raise InvalidArgument(f"callback must be callable, got {callback!r}")
     if on_error is not None and not callable(on_error):
         raise InvalidArgument(f"on_error must be callable, got {on_error!r}")
-    deadline = client._executor.deadline(timeout)
+    deadline = client.core.executor.deadline(timeout)
     hub = hub_for(client)
     watch = Watch(
         hub,
@@ -592,7 +592,7 @@ def watch_once(
 ) -> Event:
     """The next event of ``key``; DeadlineExceeded if none within ``timeout`` (creation
     included; None: the client's timeout)."""
-    deadline = client._executor.deadline(timeout)
+    deadline = client.core.executor.deadline(timeout)
     watch = open_watch(client, key, timeout=timeout, **options)  # type: ignore[arg-type]
     try:
         return watch.next_event(timeout=max(0.0, deadline - _monotonic()))

@@ -238,7 +238,7 @@ class ServerStream:
 
     def _loop(self) -> None:
         client = self.hub.client
-        executor = client._executor
+        executor = client.core.executor
         avoid: list[Member] = []
         while not self.done:
             if self._failures > 1:
@@ -257,7 +257,7 @@ class ServerStream:
                 continue
             started = _monotonic()
             try:
-                connection = client._transport.open_stream(
+                connection = client.core.transport.open_stream(
                     member.url,
                     executor.api_prefix + WATCH,
                     self.spec.body(self.next_revision),
@@ -307,9 +307,9 @@ class ServerStream:
         while True:
             if self.done or client.closed:
                 raise _Stop
-            deadline = _monotonic() + client._executor.timeout
+            deadline = _monotonic() + client.core.executor.timeout
             try:
-                return client._cluster.pick(deadline, avoid)
+                return client.core.cluster.pick(deadline, avoid)
             except ClusterUnavailable as exc:
                 self.errors.append(exc)
                 if self.done or client.closed:
@@ -325,7 +325,7 @@ class ServerStream:
         self.errors.append(error)
         self._failures += 1
         self.reconnects += 1
-        self.hub.client._cluster.mark_failed(member, error)
+        self.hub.client.core.cluster.mark_failed(member, error)
         log.info(
             "watch %r: stream on %s failed (%s); resuming from revision %d elsewhere",
             self.spec.key,
@@ -336,7 +336,7 @@ class ServerStream:
 
     def _read(self, connection: Stream, member: Member, started: float) -> None:
         """Read messages until EOF (returns) or an error (raised as an EtcdError)."""
-        decoder = WatchDecoder(self.hub.client._ks, member.url)
+        decoder = WatchDecoder(self.hub.client.core.ks, member.url)
         read = connection.read_chunk
         while True:
             chunk = read()
@@ -376,7 +376,7 @@ class ServerStream:
     def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
         self._failures = 0
         self._auth_retried = False
-        self.hub.client._cluster.mark_success(member, _monotonic() - started)
+        self.hub.client.core.cluster.mark_success(member, _monotonic() - started)
         if self.ever_created:
             return
         if not self.next_revision:
@@ -423,7 +423,7 @@ class WatchHub:
         self._probe_ok: dict[str, float] = {}
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
         self.runners: set[Watch] = set()
-        client._on_close.append(self.close)
+        client.core.on_close(self.close)
 
     def __repr__(self) -> str:
         return f"<WatchHub streams={len(self.streams)} shared={len(self.shared)}>"
@@ -436,9 +436,7 @@ class WatchHub:
         A watch with an explicit ``start_revision`` always gets a stream of its own.
         """
         client = self.client
-        if not client._started:
-            client._started = True
-            client._cluster.start()
+        client.core.start()
         stream = self.shared.get(spec) if start_revision is None else None
         if stream is None or stream.done:
             shared = start_revision is None
@@ -510,10 +508,10 @@ class WatchHub:
 
     def _probe(self, member: Member) -> None:
         try:
-            self.client._executor.probe(member, timeout=_PROBE_TIMEOUT)
+            self.client.core.executor.probe(member, timeout=_PROBE_TIMEOUT)
         except EtcdError as exc:
             log.warning("etcd member %s failed the watch liveness probe: %s", member.url, exc)
-            self.client._cluster.mark_failed(member, exc)
+            self.client.core.cluster.mark_failed(member, exc)
             self._evacuate(member, exc)
         else:
             self._probe_ok[member.url] = _monotonic()

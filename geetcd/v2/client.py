@@ -32,7 +32,7 @@ from geetcd.cluster import Member, PickPolicy, StateChange, normalize_endpoints
 from geetcd.config import TLS, Retry
 from geetcd.errors import DeadlineExceeded, InvalidArgument, InvalidType, ServerError
 from geetcd.models import Header, MemberInfo, MemberList
-from geetcd.transport import RawResponse
+from geetcd.transport import RawResponse, Transport
 from geetcd.v2 import protocol as proto
 from geetcd.v2.models import Response, Version
 from geetcd.v2.watch import LivenessMonitor, V2Watch, long_poll
@@ -84,6 +84,7 @@ class Client:
         on_state_change: Callable[[StateChange], None] | None = None,
         consistency: str = "strong",
         liveness_interval: float = 5.0,
+        transport: Transport | None = None,
     ) -> None:
         quorum = _check_consistency(consistency)
         interval = check_timeout(liveness_interval, "liveness_interval")
@@ -99,6 +100,7 @@ class Client:
             sync_on_start=sync_on_start,
             tls=tls,
             on_state_change=on_state_change,
+            transport=transport,
         )
         self._setup(client, owns=True, quorum=quorum, interval=interval)
 
@@ -127,7 +129,7 @@ class Client:
         self._monitor = LivenessMonitor(client, interval)
         self._watches = set()
         self._closed = False
-        client._on_close.append(self._cancel_watches)
+        client.core.on_close(self._cancel_watches)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Client:
@@ -150,7 +152,7 @@ class Client:
         self._closed = True
         self._cancel_watches()
         with suppress(ValueError):
-            self._client._on_close.remove(self._cancel_watches)
+            self._client.core.remove_close_hook(self._cancel_watches)
         if self._owns:
             self._client.close()
 
@@ -188,8 +190,8 @@ class Client:
         timeout: float | None,
         headers: Mapping[str, str] = proto.PLAIN_HEADERS,
     ) -> T:
-        executor = self._client._executor
-        self._client._cluster.start()
+        executor = self._client.core.executor
+        self._client.core.cluster.start()
         return executor.execute(
             method,
             path,
@@ -438,7 +440,7 @@ class Client:
             return MemberList(header=header, members=proto.parse_members(raw.data))
 
         member_list = self._read(proto.MEMBERS, parse, timeout)
-        self._client._cluster.apply_member_list(member_list)
+        self._client.core.cluster.apply_member_list(member_list)
         return self.endpoints
 
     def version(self, *, timeout: float | None = None) -> Version:
@@ -457,7 +459,7 @@ class Client:
         403 ``not current leader`` (raised as ServerError); transport failures are raised as
         the transport reports them (no failover: no other member can answer).
         """
-        executor = self._client._executor
+        executor = self._client.core.executor
         deadline = executor.deadline(timeout)
         leader = self.leader(timeout=max(0.001, deadline - _monotonic()))
         if not leader.client_urls:
@@ -466,7 +468,7 @@ class Client:
         remaining = deadline - _monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("stats_leader: deadline passed after the leader lookup")
-        raw = self._client._transport.request(
+        raw = self._client.core.transport.request(
             url,
             "GET",
             proto.STATS_LEADER,

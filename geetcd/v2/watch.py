@@ -87,13 +87,13 @@ class LivenessMonitor:
 
     def _check(self, member: Member) -> None:
         if member.state is not MemberState.DOWN:
-            executor = self._client._executor
+            executor = self._client.core.executor
             try:
                 executor.probe(member, executor.attempt_timeout)
                 return
             except EtcdError as exc:
                 log.warning("v2 waits on %s: member failed its probe (%s)", member.url, exc)
-                self._client._cluster.mark_failed(member, exc)
+                self._client.core.cluster.mark_failed(member, exc)
         # Streams still registered are still open (discard() precedes close()).
         for stream, owner in list(self._streams.items()):
             if owner is member:
@@ -112,7 +112,7 @@ def _read_body(stream: Stream) -> bytes:
 def _poll_member(
     client: V3Client, monitor: LivenessMonitor, member: Member, path: str, deadline: float | None
 ) -> Response:
-    executor = client._executor
+    executor = client.core.executor
     connect, first_byte = executor.connect_timeout, executor.attempt_timeout
     remaining: float | None = None
     if deadline is not None:
@@ -120,7 +120,7 @@ def _poll_member(
         if remaining <= 0:
             raise DeadlineExceeded(f"v2 wait {path}: deadline passed", member=member.url)
         connect, first_byte = min(connect, remaining), min(first_byte, remaining)
-    stream = client._transport.open_stream(
+    stream = client.core.transport.open_stream(
         member.url,
         path,
         None,
@@ -165,8 +165,8 @@ def long_poll(
     The stream is always closed (never pooled while live), also when the calling greenlet
     is killed. ``on_member`` is told each member a wait is sent to.
     """
-    executor = client._executor
-    cluster = client._cluster
+    executor = client.core.executor
+    cluster = client.core.cluster
     cluster.start()
     tried: list[Member] = []
     last: EtcdError | None = None

@@ -44,7 +44,7 @@ def root(auth_endpoints: list[str]) -> Iterator[geetcd.Client]:
 
 
 def auth_of(client: geetcd.Client) -> TokenAuth:
-    auth = client._executor.auth
+    auth = client.core.executor.auth
     assert isinstance(auth, TokenAuth)
     return auth
 
@@ -149,14 +149,14 @@ def test_expired_token_one_authentication_for_200_greenlets(
         auth = auth_of(client)
         assert client.get(key).value == b"v"
         assert auth.authentications == 1
-        old = auth.headers(client._executor, time.monotonic() + 5)
+        old = auth.headers(client.core.executor, time.monotonic() + 5)
         assert old is not None
         gevent.sleep(EXPIRY_WAIT)  # the token expires unused
 
         results = gevent.pool.Pool(200).map(lambda _: client.get(key).value, range(200))
         assert results == [b"v"] * 200
         assert auth.authentications == 2  # one re-authentication for all 200
-        fresh = auth.headers(client._executor, time.monotonic() + 5)
+        fresh = auth.headers(client.core.executor, time.monotonic() + 5)
         assert fresh is not None and fresh["Authorization"] != old["Authorization"]
         # writes survive expiry too (401 = rejected before being applied, so retried)
         gevent.sleep(EXPIRY_WAIT)
@@ -233,7 +233,7 @@ def test_auth_disabled_then_enabled_again(root: geetcd.Client, auth_endpoints: l
         assert root.get(key).value == b"19"
         assert auth.authentications == 2
         assert auth.state == "disabled"
-        assert auth.headers(root._executor, time.monotonic() + 1) is None
+        assert auth.headers(root.core.executor, time.monotonic() + 1) is None
         with geetcd.Client(auth_endpoints) as anonymous:
             assert anonymous.get(key).value == b"19"
     finally:

@@ -122,7 +122,7 @@ def test_resync_after_compaction_emits_the_difference(
     before = cache.revision
     # Cut the cache's stream and hold its reconnection while history is compacted away.
     gate = gevent.event.Event()
-    transport = etcd_client._transport
+    transport = etcd_client.core.transport
     real_open = transport.open_stream
 
     def gated_open(*args: Any, **kwargs: Any) -> Any:

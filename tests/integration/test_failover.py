@@ -218,4 +218,4 @@ def test_hedged_read_answers_from_a_second_member_when_the_first_hangs(
             follower.resume()
         assert kv is not None and kv.value == b"v"
         assert took < 2.0, took  # without hedging: the 3 s attempt timeout
-        assert client._executor.hedges >= 1
+        assert client.core.executor.hedges >= 1

@@ -300,7 +300,7 @@ def test_put_ignore_value(etcd_client: geetcd.Client) -> None:
 
 
 def test_put_with_lease(etcd_client: geetcd.Client) -> None:
-    lease_id = etcd_client._call(
+    lease_id = etcd_client.core.call(
         "/lease/grant", {"TTL": 30}, lambda o: int(o["ID"]), False, None, None
     )
     assert lease_id > 0
@@ -317,7 +317,7 @@ def test_put_with_lease(etcd_client: geetcd.Client) -> None:
         kv = etcd_client.get("leased")
         assert kv is not None and kv.lease == 0
     finally:
-        etcd_client._call("/lease/revoke", {"ID": lease_id}, lambda o: o, False, None, None)
+        etcd_client.core.call("/lease/revoke", {"ID": lease_id}, lambda o: o, False, None, None)
 
 
 def test_put_with_unknown_lease(etcd_client: geetcd.Client) -> None:

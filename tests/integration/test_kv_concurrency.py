@@ -135,7 +135,7 @@ def test_1000_greenlets_mixed_reads_and_writes(etcd_client: geetcd.Client) -> No
         assert b.value == str(i).encode() and b.version == 1
     # the pool never grew beyond its bound
     for member in etcd_client.cluster_state.members:
-        in_use, maxsize = etcd_client._transport.pool_usage(member.url)
+        in_use, maxsize = etcd_client.core.transport.pool_usage(member.url)
         assert maxsize == 64 and 0 <= in_use <= maxsize
         assert member.inflight == 0
 

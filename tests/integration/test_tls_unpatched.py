@@ -92,7 +92,7 @@ CHILD = textwrap.dedent(
         "hung_error": hung_error,
         "calls_while_hung": len([t for t in done if hung_from < t < hung_to]),
         "ticks_while_hung": len([t for t in ticks if hung_from < t < hung_to]),
-        "pools": sorted(type(p).__mro__[1].__name__ for p in client._transport._pools.values()),
+        "pools": sorted(type(p).__mro__[1].__name__ for p in client.core.transport._pools.values()),
     }))
     client.close()
     hung.close()

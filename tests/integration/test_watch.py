@@ -290,7 +290,7 @@ def test_close_ends_every_watch(etcd_endpoints: list[str], etcd_server: EtcdClus
     client.close()
     assert ended.wait(5), "the iterator did not end on close()"
     assert iterated.done and with_callback.done
-    assert len(client._group) == 0  # every watch greenlet is gone
+    assert len(client.core.group) == 0  # every watch greenlet is gone
     wait_for(lambda: watchers(etcd_server) == base, what="watchers closed")
     with pytest.raises(geetcd.InvalidArgument):
         client.watch("a")
@@ -441,7 +441,7 @@ def test_compaction_while_disconnected_ends_shared_subscribers(
     assert two.next_event(timeout=5).revision == rev
     # Hold the reconnection until history is compacted past the resume point.
     gate = gevent.event.Event()
-    transport = etcd_client._transport
+    transport = etcd_client.core.transport
     real_open = transport.open_stream
 
     def gated_open(*args: Any, **kwargs: Any) -> Any:
@@ -495,7 +495,7 @@ def test_slow_callback_moves_to_its_own_greenlet(etcd_client: geetcd.Client) -> 
 def test_idle_watches_cost_one_probe_per_member_not_reconnects(
     etcd_client: geetcd.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    executor = etcd_client._executor
+    executor = etcd_client.core.executor
     real_probe = executor.probe
     probes: list[float] = []
 
@@ -521,13 +521,13 @@ def test_close_while_a_watch_is_being_created(
 ) -> None:
     client = geetcd.Client(etcd_endpoints, namespace="/geetcd-test/close-create/")
     gate = gevent.event.Event()
-    real_open = client._transport.open_stream
+    real_open = client.core.transport.open_stream
 
     def held_open(*args: Any, **kwargs: Any) -> Any:
         gate.wait(10)
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(client._transport, "open_stream", held_open)
+    monkeypatch.setattr(client.core.transport, "open_stream", held_open)
     creating = gevent.spawn(client.watch, "k", timeout=30)
     gevent.sleep(0.2)
     started = time.monotonic()

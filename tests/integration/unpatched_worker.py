@@ -76,7 +76,7 @@ def main() -> int:
             last = now
             ticks += 1
             for member in client.cluster_state.members:
-                in_use, _ = client._transport.pool_usage(member.url)
+                in_use, _ = client.core.transport.pool_usage(member.url)
                 state["max_pool_in_use"] = max(state["max_pool_in_use"], in_use)
 
     def worker(i: int) -> None:

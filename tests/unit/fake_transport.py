@@ -60,3 +60,13 @@ class FakeTransport:
         )
         self.calls.append(call)
         return self.handler(call, len(self.calls))
+
+    def pool_usage(self, url: str) -> tuple[int, int]:
+        """No pools here: every member looks idle to the pick policies."""
+        return 0, 64
+
+    def forget(self, url: str) -> None:
+        """Nothing pooled to drop."""
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -340,7 +340,7 @@ class Recorder:
 def admin() -> Iterator[tuple[AuthAdmin, Recorder]]:
     client = geetcd.Client("http://127.0.0.1:1", namespace="/ns/")
     recorder = Recorder()
-    client._call = recorder  # type: ignore[method-assign]
+    client.core.call = recorder  # type: ignore[method-assign]
     yield client.auth, recorder
     client.close()
 
@@ -412,8 +412,8 @@ def test_admin_paths_and_fields(admin: tuple[AuthAdmin, Recorder]) -> None:
 
 def test_change_own_password_updates_credentials() -> None:
     client = geetcd.Client("http://127.0.0.1:1", user="alice", password="old")
-    client._call = Recorder()  # type: ignore[method-assign]
-    auth = client._executor.auth
+    client.core.call = Recorder()  # type: ignore[method-assign]
+    auth = client.core.executor.auth
     assert isinstance(auth, TokenAuth)
     client.auth.user_change_password("bob", "x")
     assert auth._password == "old"

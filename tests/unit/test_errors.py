@@ -726,9 +726,8 @@ def fake_client() -> Iterator[tuple[geetcd.Client, FakeTransport]]:
             raise E.ConnectionFailed("probe refused", member=call.url)
         raise E.ConnectionLost("connection broke", member=call.url)
 
-    client = geetcd.Client(URLS, timeout=0.5, namespace="/ns/")
     transport = FakeTransport(handler)
-    client._executor.transport = transport  # type: ignore[assignment]
+    client = geetcd.Client(URLS, timeout=0.5, namespace="/ns/", transport=transport)  # type: ignore[arg-type]
     with gevent.Timeout(30):
         yield client, transport
     client.close()

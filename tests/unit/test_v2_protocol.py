@@ -398,9 +398,13 @@ M1, M2 = "http://127.0.0.1:1", "http://127.0.0.1:2"
 
 
 def _client(handler: Handler, **options: Any) -> tuple[v2.Client, SentRecorder]:
-    client = v2.Client([M1, M2], policy=geetcd.PickPolicy.ROUND_ROBIN, **options)
     fake = SentRecorder(lambda c, _n: handler(c.url, c.method, c.path, c.body, c.headers))
-    client.client._executor.transport = fake  # type: ignore[assignment]
+    client = v2.Client(
+        [M1, M2],
+        policy=geetcd.PickPolicy.ROUND_ROBIN,
+        transport=fake,  # type: ignore[arg-type]
+        **options,
+    )
     return client, fake
 
 

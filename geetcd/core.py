@@ -1,0 +1,182 @@
+"""The core every feature stands on: cluster state, transport, the one attempt loop, the
+keyspace, the greenlet group and the close hooks of one client.
+
+:class:`geetcd.Client` is a facade over a :class:`Core`; the watch hub, the lease
+keeper, the v2 client, auth, caches and recipes are built on the core's public attributes,
+never on the facade's insides. Building a core does no network I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gevent
+import gevent.pool
+
+from geetcd._executor import Executor, check_timeout
+from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
+from geetcd.config import TLS, Retry
+from geetcd.errors import InvalidType
+from geetcd.models import Header, MemberList
+from geetcd.protocol import cluster as cluster_proto
+from geetcd.protocol.codec import Keyspace, to_bytes
+from geetcd.transport import Transport
+
+__all__ = ["Core"]
+
+log = logging.getLogger("geetcd.client")
+
+
+class Core:
+    """The shared state of one client (see the module docstring).
+
+    Public attributes, read by the features: ``ks`` (the namespace), ``group`` (greenlets
+    killed at close), ``transport`` (sockets), ``cluster`` (members and health),
+    ``executor`` (the attempt loop). Greenlet-safe.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float,
+        attempt_timeout: float,
+        connect_timeout: float,
+        maxsize: int,
+        retry: Retry | None,
+        namespace: str | bytes | None,
+        policy: PickPolicy,
+        sync_interval: float | None,
+        sync_on_start: bool,
+        tls: TLS | None,
+        user: str | None,
+        password: str | None,
+        api_prefix: str | None,
+        hedge_delay: float | None,
+        on_state_change: Callable[[StateChange], None] | None,
+        transport: Transport | None,
+    ) -> None:
+        urls = normalize_endpoints(endpoints)
+        if tls is not None and not isinstance(tls, TLS):
+            raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
+        if sync_interval is not None:
+            check_timeout(sync_interval, "sync_interval")
+        prefix = b"" if namespace is None else to_bytes(namespace, "namespace")
+        self.ks = Keyspace(prefix)
+        self.group = gevent.pool.Group()
+        self.transport = transport if transport is not None else Transport(maxsize=maxsize, tls=tls)
+        self.cluster = ClusterState(
+            urls,
+            probe=self._probe,
+            fetch_members=self._fetch_members,
+            group=self.group,
+            policy=policy,
+            sync_interval=sync_interval,
+            sync_on_start=sync_on_start,
+            sync_after_failure=len(urls) > 1 or sync_on_start,
+            on_state_change=on_state_change,
+            on_member_removed=self._member_removed,
+            pool_usage=self.transport.pool_usage,
+        )
+        self.executor = Executor(
+            self.cluster,
+            self.transport,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            connect_timeout=connect_timeout,
+            retry=retry if retry is not None else Retry(),
+            api_prefix=api_prefix,
+            hedge_delay=hedge_delay,
+        )
+        if user is not None or password is not None:
+            from geetcd.auth import TokenAuth
+
+            self.executor.auth = TokenAuth(user, password)
+        self._closed = False
+        self._started = False
+        self._close_hooks: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def start(self) -> None:
+        """Start the cluster state's background work (sync, probes) once; idempotent.
+        Every feature calls it before its first request."""
+        if not self._started:
+            self._started = True
+            self.cluster.start()
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` when the client closes, before background greenlets are killed
+        (hooks run in registration order; their exceptions are logged, never raised)."""
+        self._close_hooks.append(hook)
+
+    def remove_close_hook(self, hook: Callable[[], None]) -> None:
+        """Forget a hook given to :meth:`on_close` (no error if unknown)."""
+        if hook in self._close_hooks:
+            self._close_hooks.remove(hook)
+
+    def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet[..., Any]:
+        """Run ``func(*args)`` in a greenlet of the core's group (killed by :meth:`close`)."""
+        return self.group.spawn(func, *args)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close hooks, then the cluster state, the attempt loop (later calls raise
+        ClientClosed), every greenlet of the group and every connection. Waits at most
+        ``timeout`` seconds for the greenlets. Idempotent; never raises.
+
+        Safe from a greenlet of the group itself (a watch callback, say): that greenlet
+        is not killed (it would kill the close half-way); it ends when its function returns.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.executor.close()
+        for hook in list(self._close_hooks):
+            try:
+                hook()
+            except Exception:
+                log.exception("error while closing %r; continuing", hook)
+        try:
+            self.cluster.close()
+            current = gevent.getcurrent()
+            others = [g for g in list(self.group) if g is not current]
+            gevent.killall(others, timeout=timeout, block=True)
+        except Exception:
+            log.exception("error while ending the client's greenlets; continuing")
+        finally:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ calls
+    def call(  # noqa: PLR0917 - path, body, parse, idempotent read best in order
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[dict[str, Any]], Any],
+        idempotent: bool,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Any:
+        """One unary JSON call through the attempt loop (see :meth:`Executor.call`)."""
+        self.start()
+        return self.executor.call(
+            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry
+        )
+
+    # ------------------------------------------------------------------ cluster I/O hooks
+    def _probe(self, member: Member) -> Header:
+        return self.executor.probe(member)
+
+    def _fetch_members(self) -> MemberList:
+        result: MemberList = self.call(
+            cluster_proto.MEMBER_LIST, {}, cluster_proto.parse_member_list, idempotent=True
+        )
+        return result
+
+    def _member_removed(self, member: Member) -> None:
+        self.transport.forget(member.url)
