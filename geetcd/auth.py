@@ -22,28 +22,23 @@ from typing import TYPE_CHECKING, Any, Final
 
 import gevent.event
 
-from geetcd._executor import sleep_until
-from geetcd.config import RetryExhausted
+from geetcd._executor import Attempt, parse_answer
 from geetcd.errors import (
     AuthFailed,
     AuthNotEnabled,
-    ClusterUnavailable,
     DeadlineExceeded,
-    EtcdError,
     InvalidArgument,
     InvalidType,
     MalformedResponse,
 )
 from geetcd.models import Header
-from geetcd.protocol.codec import as_int, b64, decode_json, encode_json, prefix_end, unb64
+from geetcd.protocol.codec import as_int, b64, encode_json, prefix_end, unb64
 from geetcd.protocol.errors import error_from_body
 from geetcd.protocol.kv import check_bool, parse_header
 
 if TYPE_CHECKING:
     from geetcd._executor import Executor
     from geetcd.client import Client
-    from geetcd.cluster import Member
-    from geetcd.config import Retry
     from geetcd.protocol.codec import Keyspace
 
 __all__ = ["AuthAdmin", "AuthStatus", "Permission", "TokenAuth"]
@@ -208,68 +203,52 @@ class TokenAuth:
             flight.set()
 
     def _authenticate(self, executor: Executor, deadline: float) -> Mapping[str, str] | None:
-        """Send authenticate to a member, failing over like the request loop."""
+        """Send authenticate through the client's attempt loop (failover, backoff and
+        in-flight accounting as for every call; no token of course: ``auth=False``)."""
         body = encode_json({"name": self.user, "password": self._password})
         path = executor.api_prefix + AUTHENTICATE
-        retry: Retry = executor.retry
-        tried: list[Member] = []
-        last: EtcdError | None = None
-        while True:
-            if tried and len(tried) >= len(executor.cluster.members):
-                # Every member failed once already: back off before another round.
-                sleep_until(deadline, retry.delay())
-            try:
-                member = executor.cluster.pick(deadline, tried)
-            except ClusterUnavailable as exc:
-                raise exc from last
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                raise DeadlineExceeded(
-                    f"authentication as {self.user!r}: deadline passed after "
-                    f"{len(tried)} attempt(s)"
-                ) from last
+
+        def attempt(at: Attempt) -> str:
             self.authentications += 1
-            try:
-                response = executor.transport.request(
-                    member.url,
-                    "POST",
-                    path,
-                    body,
-                    connect_timeout=min(executor.connect_timeout, remaining),
-                    read_timeout=min(executor.attempt_timeout, remaining),
-                    pool_timeout=remaining,
-                    what=AUTHENTICATE,
-                )
-                if response.status != 200:
-                    raise error_from_body(response.status, response.data, member.url)
-                token = decode_json(response.data).get("token")
-                if not isinstance(token, str) or not token:
-                    raise MalformedResponse("authenticate answered no token", member=member.url)
-            except AuthNotEnabled:
-                self._token = self._headers = None
-                self._disabled = True
-                self._recheck_at = _monotonic() + self.recheck_interval
-                return None
-            except AuthFailed as exc:
-                self._failure = exc
-                self._failure_until = _monotonic() + self.failure_ttl
-                raise
-            except EtcdError as exc:
-                if not exc.transient:
-                    raise
-                last = exc
-                executor.cluster.mark_failed(member, exc)
-                tried.append(member)
-                try:
-                    retry = retry.increment(exc)
-                except RetryExhausted:
-                    raise exc from None
-                continue
-            headers = {**executor.transport.headers, "Authorization": token}
-            self._token, self._headers = token, headers
-            self._disabled = False
-            self._failure = None
-            return headers
+            response = executor.transport.request(
+                at.member.url,
+                "POST",
+                path,
+                body,
+                connect_timeout=at.connect_timeout,
+                read_timeout=at.read_timeout,
+                deadline=at.deadline,
+                what=AUTHENTICATE,
+            )
+            if response.status != 200:
+                raise error_from_body(response.status, response.data, at.member.url)
+            token = parse_answer(lambda obj: obj.get("token"), response.data, at.member.url)
+            if not isinstance(token, str) or not token:
+                raise MalformedResponse("authenticate answered no token", member=at.member.url)
+            return token
+
+        try:
+            token = executor.run(
+                attempt,
+                what=f"authentication as {self.user!r}",
+                idempotent=True,
+                deadline=deadline,
+                auth=False,
+            )
+        except AuthNotEnabled:
+            self._token = self._headers = None
+            self._disabled = True
+            self._recheck_at = _monotonic() + self.recheck_interval
+            return None
+        except AuthFailed as exc:
+            self._failure = exc
+            self._failure_until = _monotonic() + self.failure_ttl
+            raise
+        headers = {**executor.transport.headers, "Authorization": token}
+        self._token, self._headers = token, headers
+        self._disabled = False
+        self._failure = None
+        return headers
 
 
 # ---------------------------------------------------------------------- admin API

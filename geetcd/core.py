@@ -126,9 +126,10 @@ class Core:
         return self.group.spawn(func, *args)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close hooks, then the cluster state, the attempt loop (later calls raise
-        ClientClosed), every greenlet of the group and every connection. Waits at most
-        ``timeout`` seconds for the greenlets. Idempotent; never raises.
+        """Close hooks (they may still make calls), then the attempt loop (later calls
+        raise ClientClosed), the cluster state, every greenlet of the group and every
+        connection. Waits at most ``timeout`` seconds for the greenlets. Idempotent;
+        never raises.
 
         Safe from a greenlet of the group itself (a watch callback, say): that greenlet
         is not killed (it would kill the close half-way); it ends when its function returns.
@@ -136,17 +137,20 @@ class Core:
         if self._closed:
             return
         self._closed = True
-        self.executor.close()
-        for hook in list(self._close_hooks):
+        for hook in list(self._close_hooks):  # hooks may still call (a lease revoke)
             try:
                 hook()
             except Exception:
                 log.exception("error while closing %r; continuing", hook)
+        self.executor.close()
         try:
             self.cluster.close()
             current = gevent.getcurrent()
             others = [g for g in list(self.group) if g is not current]
             gevent.killall(others, timeout=timeout, block=True)
+            for greenlet in others:  # the group's own unlink runs later, in the hub
+                if greenlet.dead:
+                    self.group.discard(greenlet)
         except Exception:
             log.exception("error while ending the client's greenlets; continuing")
         finally:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import gevent
 import gevent.queue
 
+from geetcd._executor import Attempt
 from geetcd.cluster import Member, MemberState
 from geetcd.errors import (
     ClusterUnavailable,
@@ -109,33 +110,90 @@ def _read_body(stream: Stream) -> bytes:
         chunks.append(chunk)
 
 
-def _poll_member(
-    client: V3Client, monitor: LivenessMonitor, member: Member, path: str, deadline: float | None
+def long_poll(
+    client: V3Client,
+    monitor: LivenessMonitor,
+    path: str,
+    deadline: float | None,
+    on_member: Callable[[Member], None] | None = None,
 ) -> Response:
-    executor = client.core.executor
-    connect, first_byte = executor.connect_timeout, executor.attempt_timeout
-    remaining: float | None = None
-    if deadline is not None:
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
-            raise DeadlineExceeded(f"v2 wait {path}: deadline passed", member=member.url)
-        connect, first_byte = min(connect, remaining), min(first_byte, remaining)
-    stream = client.core.transport.open_stream(
-        member.url,
-        path,
-        None,
-        connect_timeout=connect,
-        first_byte_timeout=first_byte,
-        headers=PLAIN_HEADERS,
-        method="GET",
-    )
-    timer = gevent.Timeout(remaining) if remaining is not None else None
+    """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
+
+    The wait is opened through the client's attempt loop (``Executor.run``: one pick
+    policy, one backoff, one in-flight count); the open ends at the first byte of the
+    answer, and the body (the event) is then read outside the loop, watched over by
+    ``monitor``. ``deadline`` (monotonic) bounds the whole wait, failovers included:
+    DeadlineExceeded when it passes. With None the wait has no end of its own, but
+    ClusterUnavailable is raised when no member could be reached within a whole client
+    ``timeout`` (chained to the last failure). A member that fails (refused, broken, hung,
+    transient error answer) is benched and the same wait is sent to another one.
+    Deterministic error answers (EventIndexCleared, ...) are raised as is. The stream is
+    always closed (never pooled while live), also when the calling greenlet is killed.
+    ``on_member`` is told each member a wait is sent to.
+    """
+    core = client.core
+    executor = core.executor
+    core.start()
+    avoid: list[Member] = []
+
+    def open_wait(attempt: Attempt) -> tuple[Stream, Member]:
+        member = attempt.member
+        if on_member is not None:
+            on_member(member)
+        stream = core.transport.open_stream(
+            member.url,
+            path,
+            None,
+            connect_timeout=attempt.connect_timeout,
+            first_byte_timeout=attempt.read_timeout,
+            headers=PLAIN_HEADERS,
+            method="GET",
+        )
+        if stream.status != 200:
+            try:
+                raise error_from_answer(stream.status, stream.read_all(), {}, member.url)
+            finally:
+                stream.close()
+        return stream, member
+
+    while True:
+        open_deadline = deadline if deadline is not None else _monotonic() + executor.timeout
+        try:
+            stream, member = executor.run(
+                open_wait,
+                what=f"v2 wait {path}",
+                idempotent=True,
+                deadline=open_deadline,
+                auth=False,
+                avoid=avoid,
+            )
+        except EtcdError as exc:
+            if deadline is not None or not exc.transient or isinstance(exc, ClusterUnavailable):
+                raise
+            raise ClusterUnavailable(
+                f"v2 wait {path}: no member could be reached within {executor.timeout} s",
+                errors={m.url: m.last_error for m in core.cluster.members},
+            ) from exc
+        try:
+            return _read_event(stream, member, path, deadline, monitor)
+        except EtcdError as exc:
+            if not exc.transient or isinstance(exc, DeadlineExceeded):
+                raise
+            core.cluster.mark_failed(member, exc)
+            avoid = [member]
+            log.info("v2 wait on %s failed (%s); moving on", member.url, exc)
+
+
+def _read_event(
+    stream: Stream, member: Member, path: str, deadline: float | None, monitor: LivenessMonitor
+) -> Response:
+    """Read the answer of an open wait (until ``deadline``, if any); always closes it."""
+    remaining = None if deadline is None else deadline - _monotonic()
+    timer = gevent.Timeout(max(remaining, 0.0)) if remaining is not None else None
     monitor.add(stream, member)
     try:
         if timer is not None:
             timer.start()
-        if stream.status != 200:
-            raise error_from_answer(stream.status, stream.read_all(), {}, member.url)
         return parse_response(200, _read_body(stream), {}, member.url)
     except gevent.Timeout as exc:
         if exc is not timer:
@@ -146,47 +204,6 @@ def _poll_member(
             timer.close()
         monitor.discard(stream)
         stream.close()
-
-
-def long_poll(
-    client: V3Client,
-    monitor: LivenessMonitor,
-    path: str,
-    deadline: float | None,
-    on_member: Callable[[Member], None] | None = None,
-) -> Response:
-    """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
-
-    ``deadline`` (monotonic) bounds the whole wait, failovers included: DeadlineExceeded
-    when it passes. With None the wait has no end of its own, but ClusterUnavailable is
-    raised when no member is usable for a whole client ``timeout``. A member that fails
-    (refused, broken, hung, transient error answer) is benched and the same wait is sent to
-    another one. Deterministic error answers (EventIndexCleared, ...) are raised as is.
-    The stream is always closed (never pooled while live), also when the calling greenlet
-    is killed. ``on_member`` is told each member a wait is sent to.
-    """
-    executor = client.core.executor
-    cluster = client.core.cluster
-    cluster.start()
-    tried: list[Member] = []
-    last: EtcdError | None = None
-    while True:
-        pick_deadline = deadline if deadline is not None else _monotonic() + executor.timeout
-        try:
-            member = cluster.pick(pick_deadline, tried)
-        except ClusterUnavailable as exc:
-            raise exc from last
-        if on_member is not None:
-            on_member(member)
-        try:
-            return _poll_member(client, monitor, member, path, deadline)
-        except EtcdError as exc:
-            if not exc.transient:
-                raise
-            last = exc
-        cluster.mark_failed(member, last)
-        tried.append(member)
-        log.info("v2 wait on %s failed (%s); moving on", member.url, last)
 
 
 class _End:

@@ -184,6 +184,12 @@ def test_failover_pause_leader(healed_cluster: EtcdCluster, tmp_path: Path) -> N
     assert (first_write["num_requests"], first_write["num_failures"]) == (1, 0)
     resumed = stats["failover", "resumed member answers"]
     assert (resumed["num_requests"], resumed["num_failures"]) == (1, 0)
+    # A local run sends the fault message to itself: its users saw it once.
+    fault = re.search(r"fault: (pause leader m\d) \(", proc.stderr)
+    assert fault, proc.stderr[-3000:]
+    seen = stats["failover", f"fault seen: {fault.group(1)}"]
+    assert (seen["num_requests"], seen["num_failures"]) == (1, 0)
+    assert f"fault: 1 of 1 worker(s) saw {fault.group(1)}: local" in proc.stderr
     gets = stats["get", "get"]
     assert gets["num_requests"] > gets["num_failures"]
     # Requests kept succeeding in the last seconds, after the member came back.
@@ -207,19 +213,39 @@ _CONTRACT = textwrap.dedent(
     environment = Environment(events=locust.events)
     environment.events.request.add_listener(lambda **kw: seen.append(kw))
     endpoints, prefix = sys.argv[1], sys.argv[2]
-    client = LocustEtcdClient(geetcd.Client(endpoints, namespace=prefix), environment)
+    members = endpoints.split(",")
+    tag = {"phase": "contract"}
+    client = LocustEtcdClient(
+        geetcd.Client(endpoints, namespace=prefix), environment, context=lambda: dict(tag)
+    )
+    # The keywords of locust's own HTTP users, so their listeners work unchanged.
+    KEYWORDS = {"request_type", "name", "start_time", "response_time", "response_length",
+                "response", "context", "exception", "url"}
 
     def last(n=1):
         assert len(seen) == n, seen
         event = seen.pop()
         seen.clear()
-        assert event["context"] == {} and event["response_time"] >= 0
+        assert set(event) == KEYWORDS, sorted(event)
+        assert event["context"] == tag and event["response_time"] >= 0
+        assert event["response"] is None
+        # start_time: wall clock at the start; response_time later.
+        assert 0 <= time.time() - event["start_time"] < 30
+        assert event["start_time"] + event["response_time"] / 1000 <= time.time() + 0.01
         return event
 
     client.put("a", b"x" * 10)
     e = last()
     assert (e["request_type"], e["name"], e["response_length"], e["exception"]) == (
         "put", "put", 10, None)
+    assert e["url"] in members  # the member that answered
+    sticky = e["url"]
+    tag["phase"] = "later"  # the context is asked for at each request
+    client.put(key="a2", value="yyy", name="kw")  # values given by keyword count too
+    e = last()
+    assert (e["name"], e["response_length"], e["context"]) == ("kw", 3, {"phase": "later"})
+    assert e["url"] == sticky  # the default pick policy keeps one member
+    client.raw.delete("a2")
     assert client.get("a", name="read a").value == b"x" * 10
     e = last()
     assert (e["request_type"], e["name"], e["response_length"]) == ("get", "read a", 10)
@@ -237,8 +263,9 @@ _CONTRACT = textwrap.dedent(
     lease = client.lease(5)
     assert last()["request_type"] == "lease"
     assert client.lease_time_to_live(lease).ttl > 0 and last()["name"] == "lease_time_to_live"
-    assert lease.id in client.leases()  # no wrapper of its own: reported by attribute access
+    assert lease.id in client.leases()  # every public method is reported the same way
     assert last()["request_type"] == "leases"
+    assert client.endpoints == client.raw.endpoints and not seen  # not a method: as is
     client.revoke_lease(lease, name="revoke")
     e = last()
     assert (e["request_type"], e["name"]) == ("revoke_lease", "revoke")
@@ -247,12 +274,14 @@ _CONTRACT = textwrap.dedent(
     except geetcd.FutureRevision as exc:
         e = last()
         assert e["exception"] is exc and e["request_type"] == "get"
+        assert e["url"]  # a member, or the endpoints when none can be told
     else:
         raise AssertionError("no FutureRevision")
     assert client.delete("a").deleted == 1 and last()["request_type"] == "delete"
 
     reporter = client.watch("w", name="w")
-    assert last()["request_type"] == "watch_open"
+    e = last()
+    assert e["request_type"] == "watch_open" and e["url"] in members
     client.raw.put("w", stamp_value(40))
     client.raw.put("w", b"no stamp")
     deadline = time.monotonic() + 10
@@ -261,6 +290,7 @@ _CONTRACT = textwrap.dedent(
     e = last()
     assert (e["request_type"], e["name"], e["response_length"]) == ("watch", "w", 40)
     assert 0 <= e["response_time"] < 10_000
+    assert e["url"] == reporter.watch.member and e["url"] in members
     assert (reporter.delivered, reporter.unstamped) == (1, 1)
 
     stamp = stamp_value(0, now=1234.5)
