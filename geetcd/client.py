@@ -54,7 +54,8 @@ log = logging.getLogger("geetcd.client")
 
 
 def _opt_revision(value: int | None, what: str) -> int:
-    return 0 if value is None else check_int(value, what, minimum=1)
+    """A revision option: None or 0 mean "latest" (etcd's own 0), else an int >= 1."""
+    return 0 if value is None else check_int(value, what, minimum=0)
 
 
 class Client:
@@ -243,8 +244,9 @@ class Client:
     ) -> KeyValue | None:
         """The KeyValue of ``key``, or None if it does not exist (at ``revision``)."""
         body: dict[str, Any] = {"key": b64(self._ks.key(key))}
-        if revision is not None:
-            body["revision"] = _opt_revision(revision, "revision")
+        at = _opt_revision(revision, "revision")
+        if at:
+            body["revision"] = at
         if check_bool(serializable, "serializable"):
             body["serializable"] = True
         response: RangeResponse = self._call(
@@ -264,12 +266,14 @@ class Client:
         keys_only: bool = False,
         revision: int | None = None,
         timeout: float | None = None,
+        retry: Retry | None = None,
     ) -> Iterator[KeyValue]:
         """Iterate a (huge) prefix in key order, ``page_size`` keys per request.
 
         All pages are read at the revision of the first page (or ``revision``), so the
         iteration is one consistent snapshot even while others write; if that revision is
-        compacted mid-way, CompactedRevision is raised.
+        compacted mid-way, CompactedRevision is raised. ``timeout`` and ``retry`` apply to
+        each page's request.
         """
         if check_int(page_size, "page_size", minimum=1) < 1:
             raise InvalidArgument("page_size must be >= 1")
@@ -281,7 +285,7 @@ class Client:
             )
             body = kv_proto.range_body(start, end, options)
             page: RangeResponse = self._call(
-                kv_proto.RANGE, body, self._parse_range, True, timeout, None
+                kv_proto.RANGE, body, self._parse_range, True, timeout, retry
             )
             if not at:
                 at = page.header.revision
@@ -370,24 +374,39 @@ class Client:
         *,
         lease: object = None,
         timeout: float | None = None,
+        retry: Retry | None = None,
     ) -> bool:
         """Create ``key`` only if it does not exist. True if this call created it."""
         response = self.txn(
             [Compare.create_revision(key) == 0],
             [Op.put(key, value, lease=lease)],
             timeout=timeout,
+            retry=retry,
         )
         return response.succeeded
 
     def replace(
-        self, key: str | bytes, old: str | bytes, new: str | bytes, *, timeout: float | None = None
+        self,
+        key: str | bytes,
+        old: str | bytes,
+        new: str | bytes,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
     ) -> bool:
         """Set ``key`` to ``new`` only if its value is ``old``. True if replaced."""
-        response = self.txn([Compare.value(key) == old], [Op.put(key, new)], timeout=timeout)
+        response = self.txn(
+            [Compare.value(key) == old], [Op.put(key, new)], timeout=timeout, retry=retry
+        )
         return response.succeeded
 
     def compact(
-        self, revision: int, *, physical: bool = False, timeout: float | None = None
+        self,
+        revision: int,
+        *,
+        physical: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
     ) -> Header:
         """Discard history before ``revision``. CompactedRevision if already compacted there."""
         body = kv_proto.compact_body(
@@ -399,22 +418,24 @@ class Client:
             lambda o: kv_proto.parse_header(o.get("header")),
             False,
             timeout,
-            None,
+            retry,
         )
         return header
 
     # ------------------------------------------------------------------ cluster / maintenance
-    def status(self, *, timeout: float | None = None) -> Status:
+    def status(self, *, timeout: float | None = None, retry: Retry | None = None) -> Status:
         """The status of the member that answered (its id is ``header.member_id``)."""
         result: Status = self._call(
-            cluster_proto.STATUS, {}, cluster_proto.parse_status, True, timeout, None
+            cluster_proto.STATUS, {}, cluster_proto.parse_status, True, timeout, retry
         )
         return result
 
-    def member_list(self, *, timeout: float | None = None) -> MemberList:
+    def member_list(
+        self, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> MemberList:
         """The cluster's members as the answering member knows them."""
         result: MemberList = self._call(
-            cluster_proto.MEMBER_LIST, {}, cluster_proto.parse_member_list, True, timeout, None
+            cluster_proto.MEMBER_LIST, {}, cluster_proto.parse_member_list, True, timeout, retry
         )
         return result
 
@@ -554,6 +575,7 @@ class Client:
         id: int | None = None,
         keepalive: bool = False,
         timeout: float | None = None,
+        retry: Retry | None = None,
     ) -> _Lease:
         """Grant a lease of ``ttl`` seconds (int >= 1; etcd raises it to its 2 s minimum) and
         return it as a :class:`geetcd.Lease` (kept alive at once if ``keepalive``).
@@ -565,35 +587,44 @@ class Client:
         """
         from geetcd import lease as _lease_mod
 
-        return _lease_mod.grant(self, ttl, id, keepalive=keepalive, timeout=timeout)
+        return _lease_mod.grant(self, ttl, id, keepalive=keepalive, timeout=timeout, retry=retry)
 
-    def session(self, ttl: int = 10, *, timeout: float | None = None) -> _Session:
+    def session(
+        self, ttl: int = 10, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> _Session:
         """A :class:`geetcd.Session`: a lease of ``ttl`` seconds kept alive until
         ``session.close()`` or :meth:`close` (then revoked, best effort)."""
         from geetcd import lease as _lease_mod
 
-        return _lease_mod.Session(_lease_mod.grant(self, ttl, timeout=timeout))
+        return _lease_mod.Session(_lease_mod.grant(self, ttl, timeout=timeout, retry=retry))
 
-    def leases(self, *, timeout: float | None = None) -> list[int]:
+    def leases(self, *, timeout: float | None = None, retry: Retry | None = None) -> list[int]:
         """The IDs of every lease in the cluster (any order)."""
         from geetcd import lease as _lease_mod
 
-        return _lease_mod.list_leases(self, timeout)
+        return _lease_mod.list_leases(self, timeout, retry)
 
-    def revoke_lease(self, lease: object, *, timeout: float | None = None) -> None:
+    def revoke_lease(
+        self, lease: object, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> None:
         """Revoke a lease (an id or a Lease): its keys are deleted. LeaseNotFound if unknown."""
         from geetcd import lease as _lease_mod
 
-        _lease_mod.revoke(self, lease, timeout)
+        _lease_mod.revoke(self, lease, timeout, retry)
 
     def lease_time_to_live(
-        self, lease: object, keys: bool = False, *, timeout: float | None = None
+        self,
+        lease: object,
+        keys: bool = False,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
     ) -> _LeaseInfo:
         """``LeaseInfo(id, ttl, granted_ttl, keys)`` of a lease (an id or a Lease); ``ttl``
         is -1 when it does not exist (not an error)."""
         from geetcd import lease as _lease_mod
 
-        return _lease_mod.time_to_live(self, lease, keys, timeout)
+        return _lease_mod.time_to_live(self, lease, keys, timeout, retry)
 
     # ------------------------------------------------------------------ auth API
     # (section owned by geetcd/auth.py: methods here only delegate to it)

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from geetcd._executor import Executor
     from geetcd.client import Client
     from geetcd.cluster import Member
+    from geetcd.config import Retry
     from geetcd.transport import RawResponse
 
 __all__ = [
@@ -314,6 +315,7 @@ def grant(
     *,
     keepalive: bool = False,
     timeout: float | None = None,
+    retry: Retry | None = None,
 ) -> Lease:
     """Grant a lease of ``ttl`` seconds (an int >= 1; etcd raises it to its minimum, 2 s).
 
@@ -335,7 +337,7 @@ def grant(
     sent_at = _monotonic()
     try:
         _header, granted_id, granted_ttl = client.core.call(
-            proto.GRANT, body, proto.parse_grant, False, timeout, None
+            proto.GRANT, body, proto.parse_grant, False, timeout, retry
         )
     except OutcomeUnknown as unknown:
         if lease_id is None:
@@ -388,7 +390,9 @@ def _resolve_grant(
         return granted_id, granted_ttl, sent_at
 
 
-def revoke(client: Client, lease: object, timeout: float | None = None) -> None:
+def revoke(
+    client: Client, lease: object, timeout: float | None = None, retry: Retry | None = None
+) -> None:
     """Revoke a lease (an id or a Lease); its attached keys are deleted.
 
     Raises LeaseNotFound if it does not exist. A revoke whose answer is lost is resolved with
@@ -404,7 +408,7 @@ def revoke(client: Client, lease: object, timeout: float | None = None) -> None:
     deadline = executor.deadline(timeout)
     body = proto.lease_body(lease_id)
     try:
-        client.core.call(proto.REVOKE, body, _ignore, False, timeout, None)
+        client.core.call(proto.REVOKE, body, _ignore, False, timeout, retry)
     except LeaseNotFound:
         if kept is not None:
             kept._set_lost(LeaseLoss.EXPIRED)
@@ -432,7 +436,11 @@ def _ignore(obj: dict[str, Any]) -> None:
 
 
 def time_to_live(
-    client: Client, lease: object, keys: bool = False, timeout: float | None = None
+    client: Client,
+    lease: object,
+    keys: bool = False,
+    timeout: float | None = None,
+    retry: Retry | None = None,
 ) -> LeaseInfo:
     """``LeaseInfo(id, ttl, granted_ttl, keys)``; ``ttl`` is -1 when the lease does not exist.
 
@@ -448,14 +456,16 @@ def time_to_live(
         return proto.parse_time_to_live(obj, ks)
 
     info: LeaseInfo = client.core.call(
-        proto.TIME_TO_LIVE, proto.time_to_live_body(lease_id, keys), parse, True, timeout, None
+        proto.TIME_TO_LIVE, proto.time_to_live_body(lease_id, keys), parse, True, timeout, retry
     )
     return info
 
 
-def list_leases(client: Client, timeout: float | None = None) -> list[int]:
+def list_leases(
+    client: Client, timeout: float | None = None, retry: Retry | None = None
+) -> list[int]:
     """The IDs of every lease in the cluster (any order). Retried on any member."""
-    ids: list[int] = client.core.call(proto.LEASES, {}, proto.parse_leases, True, timeout, None)
+    ids: list[int] = client.core.call(proto.LEASES, {}, proto.parse_leases, True, timeout, retry)
     return ids
 
 

@@ -32,7 +32,14 @@ from gevent.hub import Waiter
 
 from geetcd._executor import check_timeout
 from geetcd.config import check_duration
-from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, WatchCanceled, WatchOverflow
+from geetcd.errors import (
+    ClientClosed,
+    DeadlineExceeded,
+    EtcdError,
+    InvalidArgument,
+    WatchCanceled,
+    WatchOverflow,
+)
 from geetcd.models import Event
 from geetcd.protocol.kv import check_bool, check_int
 from geetcd.protocol.watch import WatchBatch, WatchFilter, normalize_filters
@@ -537,11 +544,11 @@ def open_watch(
 ) -> Watch:
     """Create a watch and wait until the server acknowledged it. See ``Client.watch``."""
     if client.closed:
-        raise InvalidArgument("the client is closed")
+        raise ClientClosed()
     ks = client.core.ks
     wire, end = ks.span(key, range_end, check_bool(prefix, "prefix"))
-    if start_revision is not None:
-        check_int(start_revision, "start_revision", minimum=1)
+    if start_revision is not None and check_int(start_revision, "start_revision", minimum=0) == 0:
+        start_revision = None  # 0 is etcd's "from now", the same as no start revision
     spec = WatchSpec(
         key=wire,
         range_end=end,

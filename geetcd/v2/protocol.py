@@ -136,15 +136,16 @@ def _value(value: object) -> str:
 
 
 def _ttl(ttl: object) -> int | None:
-    """None (no TTL) or whole seconds >= 1. etcd reads ttl=0 as "expire now", go-etcd as
-    "no TTL": 0 is refused rather than guessed."""
+    """None (no TTL) or whole seconds >= 1. ``0`` also means "no TTL", as in go-etcd
+    (which sends a ttl only when it is above zero), so code ported from it passes 0
+    unchanged; no ttl field is sent then. Negative values raise InvalidArgument."""
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, int):
         raise InvalidType(f"ttl must be an int number of seconds or None, got {ttl!r}")
-    if ttl < 1:
-        raise InvalidArgument(f"ttl must be >= 1 second (None for no TTL), got {ttl}")
-    return ttl
+    if ttl < 0:
+        raise InvalidArgument(f"ttl must be >= 0 seconds (0 or None: no TTL), got {ttl}")
+    return ttl or None
 
 
 def _index(value: object, what: str) -> int | None:

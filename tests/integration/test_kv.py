@@ -570,7 +570,7 @@ def test_wrong_types_raise_invalid_type(etcd_client: geetcd.Client, call: Any) -
     [
         lambda c: c.range("k", sort_order="sideways"),
         lambda c: c.range("k", limit=-1),
-        lambda c: c.get("k", revision=0),
+        lambda c: c.get("k", revision=-1),
         lambda c: c.get("k", timeout=0),
         lambda c: c.get("k", timeout=-1),
         lambda c: c.compact(0),

@@ -182,7 +182,7 @@ def test_invalid_arguments_fail_before_any_io(etcd_client: geetcd.Client) -> Non
     with pytest.raises(geetcd.InvalidArgument):
         etcd_client.watch("k", filters=["noget"])
     with pytest.raises(geetcd.InvalidArgument):
-        etcd_client.watch("k", start_revision=0)
+        etcd_client.watch("k", start_revision=-1)
     with pytest.raises(geetcd.InvalidArgument):
         etcd_client.watch("k", buffer=0)
     with pytest.raises(geetcd.InvalidArgument):

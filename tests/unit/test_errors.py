@@ -800,7 +800,7 @@ def test_client_refuses_bad_input_before_sending(
     with pytest.raises(E.InvalidType):
         client.range("k", limit="5")  # type: ignore[arg-type]
     with pytest.raises(E.InvalidArgument):
-        client.range("k", revision=0)
+        client.range("k", revision=-1)
     assert transport.calls == []
 
 

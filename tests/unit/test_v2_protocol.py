@@ -148,8 +148,8 @@ def test_requests(
 @pytest.mark.parametrize(
     ("build", "error", "match"),
     [
-        (lambda: proto.set_request("/a", "v", 0), geetcd.InvalidArgument, "ttl must be >= 1"),
-        (lambda: proto.set_request("/a", "v", -5), geetcd.InvalidArgument, "ttl must be >= 1"),
+        (lambda: proto.refresh_request("/a", 0), geetcd.InvalidArgument, "refresh needs a ttl"),
+        (lambda: proto.set_request("/a", "v", -5), geetcd.InvalidArgument, "ttl must be >= 0"),
         (lambda: proto.set_request("/a", "v", 1.5), geetcd.InvalidType, "ttl"),
         (lambda: proto.set_request("/a", "v", True), geetcd.InvalidType, "ttl"),
         (lambda: proto.set_request("/a", 5), geetcd.InvalidType, "value"),
@@ -488,3 +488,17 @@ def test_client_options_are_validated() -> None:
         with pytest.raises(geetcd.InvalidArgument):
             client.watch("/a", 0)
         assert repr(client) == f"<geetcd.v2.Client {M1} consistency=strong open>"
+
+
+def test_ttl_zero_means_no_ttl_as_in_go_etcd() -> None:
+    """go-etcd sends a ttl only when it is above zero; code ported from it passes 0."""
+    for build in (
+        lambda ttl: proto.set_request("/a", "v", ttl),
+        lambda ttl: proto.create_request("/a", "v", ttl),
+        lambda ttl: proto.update_request("/a", "v", ttl),
+        lambda ttl: proto.set_dir_request("/d", ttl),
+        lambda ttl: proto.add_child_dir_request("/d", ttl),
+    ):
+        assert build(0) == build(None)
+        assert b"ttl" not in (build(0).body or b"")
+        assert b"ttl=1" in (build(1).body or b"")
