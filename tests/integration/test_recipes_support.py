@@ -60,14 +60,13 @@ def etcdctl_binary() -> str:
     return path
 
 
-class Ctl:
-    """One ``etcdctl`` process against ``endpoints``, its output read line by line."""
+class Proc:
+    """A subprocess (``command``), its output (stdout and stderr) read line by line."""
 
-    def __init__(self, endpoints: Sequence[str], *args: str) -> None:
-        command = [etcdctl_binary(), f"--endpoints={','.join(endpoints)}", *args]
+    def __init__(self, command: Sequence[str]) -> None:
         env = dict(os.environ, ETCDCTL_API="3")
         self.proc = gevent.subprocess.Popen(
-            command,
+            list(command),
             stdout=gevent.subprocess.PIPE,
             stderr=gevent.subprocess.STDOUT,
             stdin=gevent.subprocess.DEVNULL,
@@ -90,19 +89,23 @@ class Ctl:
             found[:] = [line for line in self.lines if predicate(line)]
             return bool(found)
 
-        assert wait_until(seen, timeout), f"etcdctl printed {self.lines!r}"
+        assert wait_until(seen, timeout), f"printed {self.lines!r}"
         return found[0]
 
     def interrupt(self) -> None:
         """SIGINT (etcdctl then unlocks / resigns and exits)."""
         self.proc.send_signal(signal.SIGINT)
 
+    def sigkill(self) -> None:
+        """SIGKILL: the process cannot clean anything up."""
+        self.proc.send_signal(signal.SIGKILL)
+
     def wait(self, timeout: float) -> int:
         """The exit status; AssertionError if still running after ``timeout`` seconds."""
         try:
             code = self.proc.wait(timeout=timeout)
         except gevent.subprocess.TimeoutExpired:
-            raise AssertionError(f"etcdctl still running; printed {self.lines!r}") from None
+            raise AssertionError(f"still running; printed {self.lines!r}") from None
         self._reader.join(timeout=2)
         return int(code)
 
@@ -111,3 +114,10 @@ class Ctl:
             self.proc.kill()
             self.proc.wait()
         self._reader.kill()
+
+
+class Ctl(Proc):
+    """One ``etcdctl`` process against ``endpoints`` (the etcdctl beside etcd)."""
+
+    def __init__(self, endpoints: Sequence[str], *args: str) -> None:
+        super().__init__([etcdctl_binary(), f"--endpoints={','.join(endpoints)}", *args])
