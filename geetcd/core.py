@@ -19,10 +19,12 @@ from geetcd._executor import Executor, check_timeout
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
 from geetcd.config import TLS, Retry
 from geetcd.errors import InvalidType
+from geetcd.keepalive import KeepAlive
 from geetcd.models import Header, MemberList
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol.codec import Keyspace, to_bytes
 from geetcd.transport import Transport
+from geetcd.watch_hub import WatchHub
 
 __all__ = ["Core"]
 
@@ -34,7 +36,8 @@ class Core:
 
     Public attributes, read by the features: ``ks`` (the namespace), ``group`` (greenlets
     killed at close), ``transport`` (sockets), ``cluster`` (members and health),
-    ``executor`` (the attempt loop). Greenlet-safe.
+    ``executor`` (the attempt loop), ``watch_hub`` (every watch stream) and ``keepalive``
+    (every kept-alive lease). Greenlet-safe.
     """
 
     def __init__(
@@ -97,6 +100,9 @@ class Core:
         self._closed = False
         self._started = False
         self._close_hooks: list[Callable[[], None]] = []
+        # Built eagerly, without I/O: their greenlets start on first use.
+        self.watch_hub = WatchHub(self)
+        self.keepalive = KeepAlive(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property

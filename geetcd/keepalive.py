@@ -1,9 +1,10 @@
 """The keepalive machinery of leases: :class:`KeepAlive`, ONE greenlet per client.
 
 It owns the scheduling and batching of lease refreshes, its counters
-(:class:`KeepAliveStats`) and :func:`keepalive_of`, which creates a client's keepalive on
-first use. :mod:`geetcd.lease` owns the leases themselves (``Lease``, ``LeaseLoss``,
-``Session``, grant/revoke/time-to-live) and re-exports every public name of this module.
+(:class:`KeepAliveStats`) and :func:`keepalive_of`, which returns a client's keepalive
+(built with the client's core, without I/O). :mod:`geetcd.lease` owns the leases themselves
+(``Lease``, ``Session``, grant/revoke/time-to-live) and re-exports every public name of
+this module.
 
 A kept-alive lease (``lease.keep_alive()``, or inside ``with lease:``) is refreshed by the
 client's keepalive, which batches the refreshes of many leases into few
@@ -22,12 +23,15 @@ HTTP/1.1, ETCD-PROTOCOL.md §3.3):
   successful refresh before its last known expiry. That expiry is computed from the time the
   refresh was *sent*, so the client never believes a lease alive after the server let it go.
 
-:mod:`geetcd.lease` imports this module, so this one imports :mod:`geetcd.lease` only for
-type checking, and ``LeaseLoss`` inside the functions that set a loss reason.
+:mod:`geetcd.lease` imports this module and never the other way round: the keepalive knows
+a lease only through the named interface :class:`KeptLease` (its id, TTL, loss reason and
+:class:`Schedule` record, and two callbacks), and a session through :class:`KeptSession`.
+:class:`LeaseLoss` lives here for that reason (re-exported by :mod:`geetcd.lease`).
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import itertools
 import logging
@@ -35,26 +39,28 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import gevent.event
 import gevent.lock
 
 from geetcd.errors import (
+    ClientClosed,
     ClusterUnavailable,
+    DeadlineExceeded,
     EtcdError,
     InvalidArgument,
-    InvalidAuthToken,
     MalformedResponse,
 )
 from geetcd.protocol import lease as proto
 from geetcd.protocol.errors import error_from_body
 
 if TYPE_CHECKING:
+    from geetcd._executor import Attempt
     from geetcd.client import Client
     from geetcd.cluster import Member
-    from geetcd.lease import Lease, LeaseLoss, Session
+    from geetcd.core import Core
     from geetcd.transport import RawResponse
 
 __all__ = [
@@ -62,6 +68,10 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "KeepAlive",
     "KeepAliveStats",
+    "KeptLease",
+    "KeptSession",
+    "LeaseLoss",
+    "Schedule",
     "keepalive_of",
 ]
 
@@ -89,7 +99,61 @@ _RETRY_BASE = 0.1
 _RETRY_CAP = 1.0
 # Time given to each session's best-effort revoke when the client closes.
 _CLOSE_REVOKE_TIMEOUT = 1.0
-_ATTR = "_geetcd_keepalive"
+
+
+class LeaseLoss(enum.StrEnum):
+    """Why a lease's ``lost`` event was set (``Lease.lost_reason``)."""
+
+    EXPIRED = "expired"
+    """etcd says the lease does not exist: it expired, or was revoked by someone else."""
+    REVOKED = "revoked"
+    """This client revoked it (``revoke()``, ``client.revoke_lease``, a closed Session)."""
+    UNREACHABLE = "unreachable"
+    """No refresh succeeded before its last known expiry (the cluster was unreachable)."""
+    CLOSED = "closed"
+    """The client was closed while the lease was kept alive; nothing refreshes it any more."""
+
+
+@dataclass(slots=True)
+class Schedule:
+    """The keepalive's record of one lease (owned by the keepalive, carried by the lease).
+
+    ``expires_at``: monotonic time before which the lease surely exists (a refresh's send
+    time plus the TTL it got). ``kept``: the keepalive refreshes it. ``due``: the next
+    refresh time; ``seq``: the heap entry that is current (-1: none, or in flight);
+    ``failures``: refreshes failed in a row.
+    """
+
+    expires_at: float
+    kept: bool = False
+    due: float = _INF
+    seq: int = -1
+    failures: int = 0
+
+
+class KeptLease(Protocol):
+    """What the keepalive needs from a lease (:class:`geetcd.Lease` implements it)."""
+
+    id: int
+    ttl: int
+    schedule: Schedule
+
+    @property
+    def lost_reason(self) -> LeaseLoss | None:
+        """Why the lease was lost (None while it lives)."""
+
+    def keepalive_refreshed(self, ttl: int, sent_at: float) -> None:
+        """A refresh sent at ``sent_at`` got ``ttl`` seconds."""
+
+    def keepalive_lost(self, reason: LeaseLoss, *, inline: bool = False) -> None:
+        """The lease is gone for ``reason`` (callbacks run here when ``inline``)."""
+
+
+class KeptSession(Protocol):
+    """What the keepalive needs from a session: closing it (revoke, best effort)."""
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Stop the keepalive and revoke the lease; never raises an etcd error."""
 
 
 def _retry_delay(failures: int) -> float:
@@ -124,13 +188,8 @@ class KeepAliveStats:
 
 
 def keepalive_of(client: Client) -> KeepAlive:
-    """The keepalive of ``client``, created on first use (its close hook is registered)."""
-    keeper: KeepAlive | None = getattr(client, _ATTR, None)
-    if keeper is None:
-        keeper = KeepAlive(client)
-        setattr(client, _ATTR, keeper)
-        client.core.on_close(keeper.close)
-    return keeper
+    """The keepalive of ``client`` (``client.core.keepalive``, built with the core)."""
+    return client.core.keepalive
 
 
 class KeepAlive:
@@ -138,29 +197,31 @@ class KeepAlive:
 
     ``batch_size`` (IDs per POST) and ``max_concurrency`` (POSTs in flight) may be tuned
     before the first lease is kept alive. ``stats`` counts POSTs, refreshes and losses.
-    All greenlets belong to the client's group; :meth:`close` runs from ``client.close()``.
+    All greenlets belong to the core's group; :meth:`close` runs from ``client.close()``.
+    Building it does no I/O and starts no greenlet (the scheduler starts with the first lease).
     """
 
     def __init__(
         self,
-        client: Client,
+        core: Core,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        self._client = client
+        self._core = core
         self.batch_size = batch_size
         self.max_concurrency = max_concurrency
         self.stats = KeepAliveStats()
-        self._kept: dict[int, Lease] = {}
-        self._heap: list[tuple[float, int, Lease]] = []
+        self._kept: dict[int, KeptLease] = {}
+        self._heap: list[tuple[float, int, KeptLease]] = []
         self._seq = itertools.count()
         self._wake = gevent.event.Event()
         self._next_wake = _INF
         self._runner: gevent.Greenlet[..., Any] | None = None
         self._slots: gevent.lock.BoundedSemaphore | None = None
-        self._sessions: dict[int, Session] = {}
+        self._sessions: dict[int, KeptSession] = {}
         self._closed = False
+        core.on_close(self.close)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._runner else "idle"
@@ -177,54 +238,54 @@ class KeepAlive:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def get(self, lease_id: int) -> Lease | None:
+    def get(self, lease_id: int) -> KeptLease | None:
         """The kept-alive Lease with ``lease_id``, or None."""
         return self._kept.get(lease_id)
 
-    def leases(self) -> list[Lease]:
+    def leases(self) -> list[KeptLease]:
         """The leases currently kept alive."""
         return list(self._kept.values())
 
     # ------------------------------------------------------------------ registration
-    def add(self, lease: Lease) -> None:
+    def add(self, lease: KeptLease) -> None:
         """Start refreshing ``lease`` (see :meth:`Lease.keep_alive`)."""
         if self._closed:
-            raise ClusterUnavailable("client is closed", errors={})
+            raise ClientClosed()
         current = self._kept.get(lease.id)
         if current is lease:
             return
         if current is not None:
             raise InvalidArgument(f"lease {lease.id} is already kept alive by another Lease")
         self._kept[lease.id] = lease
-        lease._kept = True
+        lease.schedule.kept = True
         now = _monotonic()
-        if lease._expires_at <= now:
-            lease._expires_at = now + lease.ttl
+        if lease.schedule.expires_at <= now:
+            lease.schedule.expires_at = now + lease.ttl
             due = now
         else:
-            due = self._next_due(lease, lease._expires_at - lease.ttl)
+            due = self._next_due(lease, lease.schedule.expires_at - lease.ttl)
         self._schedule(lease, due)
         if self._runner is None or self._runner.dead:
             if self._slots is None:
                 self._slots = gevent.lock.BoundedSemaphore(max(1, self.max_concurrency))
-            self._runner = self._client.spawn(self._run)
+            self._runner = self._core.spawn(self._run)
 
-    def discard(self, lease: Lease) -> None:
+    def discard(self, lease: KeptLease) -> None:
         """Stop refreshing ``lease`` (its heap entry becomes stale). No I/O."""
         if self._kept.get(lease.id) is lease:
             del self._kept[lease.id]
-        lease._kept = False
-        lease._seq = -1
+        lease.schedule.kept = False
+        lease.schedule.seq = -1
 
     @staticmethod
-    def _next_due(lease: Lease, refreshed_at: float) -> float:
+    def _next_due(lease: KeptLease, refreshed_at: float) -> float:
         # The latest refresh time; the lease may go up to one window earlier to share a POST.
         return refreshed_at + _interval(lease.ttl) + _window(lease.ttl) / 2
 
-    def _schedule(self, lease: Lease, due: float) -> None:
+    def _schedule(self, lease: KeptLease, due: float) -> None:
         seq = next(self._seq)
-        lease._due = due
-        lease._seq = seq
+        lease.schedule.due = due
+        lease.schedule.seq = seq
         heapq.heappush(self._heap, (due, seq, lease))
         if due < self._next_wake:
             self._wake.set()
@@ -250,48 +311,48 @@ class KeepAlive:
                 if self.closed:
                     slots.release()
                     return
-                self._client.spawn(self._send, batch)
+                self._core.spawn(self._send, batch)
             return
         self._next_wake = self._heap[0][0] if self._heap else _INF
         self._wake.clear()
         timeout = None if not self._heap else max(0.0, self._next_wake - _monotonic())
         self._wake.wait(timeout)
 
-    def _collect(self, now: float) -> list[Lease]:
+    def _collect(self, now: float) -> list[KeptLease]:
         """Pop the leases to refresh now: every lease due, plus those due within their window."""
-        from geetcd.lease import LeaseLoss  # runtime import: geetcd.lease imports this module
-
         heap = self._heap
         if len(heap) > 2 * len(self._kept) + 1024:
-            self._heap = heap = [e for e in heap if e[2]._seq == e[1] and e[2]._kept]
+            self._heap = heap = [
+                e for e in heap if e[2].schedule.seq == e[1] and e[2].schedule.kept
+            ]
             heapq.heapify(heap)
-        ready: list[Lease] = []
-        deferred: list[tuple[float, int, Lease]] = []
+        ready: list[KeptLease] = []
+        deferred: list[tuple[float, int, KeptLease]] = []
         horizon = now + _MAX_WINDOW
         while heap and heap[0][0] <= horizon:
             entry = heapq.heappop(heap)
             due, seq, lease = entry
-            if seq != lease._seq or not lease._kept:
+            if seq != lease.schedule.seq or not lease.schedule.kept:
                 continue
             if due - _window(lease.ttl) > now:
                 deferred.append(entry)
                 continue
-            if now >= lease._expires_at:
+            if now >= lease.schedule.expires_at:
                 self._lose(lease, LeaseLoss.UNREACHABLE)
                 continue
-            lease._seq = -1  # in flight
+            lease.schedule.seq = -1  # in flight
             ready.append(lease)
         for entry in deferred:
             heapq.heappush(heap, entry)
         return ready
 
-    def _lose(self, lease: Lease, reason: LeaseLoss) -> None:
+    def _lose(self, lease: KeptLease, reason: LeaseLoss) -> None:
         if lease.lost_reason is None:
             self.stats.lost += 1
-        lease._set_lost(reason)
+        lease.keepalive_lost(reason)
 
     # ------------------------------------------------------------------ one batch
-    def _send(self, batch: list[Lease]) -> None:
+    def _send(self, batch: list[KeptLease]) -> None:
         slots = self._slots
         try:
             self._refresh(batch)
@@ -301,104 +362,93 @@ class KeepAlive:
             if slots is not None:
                 slots.release()
 
-    def _refresh(self, batch: list[Lease]) -> None:
+    def _refresh(self, batch: list[KeptLease]) -> None:
         """Refresh ``batch`` (moving between members, re-sending unanswered IDs) until each
         lease is refreshed, found gone, past its expiry, or the client's timeout passed;
-        reschedule every lease still kept alive."""
-        from geetcd.lease import LeaseLoss  # runtime import: geetcd.lease imports this module
+        reschedule every lease still kept alive.
 
-        client = self._client
-        executor = client.core.executor
-        cluster = client.core.cluster
-        transport = client.core.transport
-        pending = {lease.id: lease for lease in batch if lease._kept}
+        Each POST is one attempt of :meth:`Executor.run` (the client's one attempt loop:
+        member pick, auth headers and the token-refresh rule, in-flight count, benching);
+        the loop here only re-sends the IDs an answer left out and drops expired leases.
+        """
+        core = self._core
+        executor = core.executor
+        pending = {lease.id: lease for lease in batch if lease.schedule.kept}
         if not pending:
             return
         start = _monotonic()
-        deadline = min(start + executor.timeout, max(le._expires_at for le in pending.values()))
-        tried: list[Member] = []
-        auth_retried = False
+        deadline = min(
+            start + executor.timeout, max(le.schedule.expires_at for le in pending.values())
+        )
+        stats = self.stats
+
+        def post(attempt: Attempt) -> None:
+            member = attempt.member
+            ids = list(pending)
+            sent_at = _monotonic()
+            stats.posts += 1
+            stats.ids_sent += len(ids)
+            try:
+                response = core.transport.request(
+                    member.url,
+                    "POST",
+                    executor.api_prefix + proto.KEEPALIVE,
+                    proto.keepalive_body(ids),
+                    connect_timeout=attempt.connect_timeout,
+                    read_timeout=attempt.read_timeout,
+                    deadline=attempt.deadline,
+                    headers=attempt.headers,
+                    what="lease keepalive",
+                    abandon=member.benched,
+                )
+                error = self._answered(response, member, pending, sent_at)
+            except EtcdError:
+                stats.failed_posts += 1
+                raise
+            if error is not None:
+                stats.failed_posts += 1
+                raise error
+
         failures = 0
-        path = executor.api_prefix + proto.KEEPALIVE
         try:
             while pending and not self._closed:
                 now = _monotonic()
-                for lease in [le for le in pending.values() if now >= le._expires_at]:
+                for lease in [le for le in pending.values() if now >= le.schedule.expires_at]:
                     del pending[lease.id]
                     self._lose(lease, LeaseLoss.UNREACHABLE)
                 if not pending or now >= deadline:
                     break
-                soonest = min(le._expires_at for le in pending.values())
-                pick_deadline = min(deadline, soonest)
-                try:
-                    member = cluster.pick(pick_deadline, tried)
-                except ClusterUnavailable:
-                    if _monotonic() < pick_deadline - 0.01:
-                        break  # client closed
-                    continue
-                if failures and len(tried) >= len(cluster.members):
-                    gevent.sleep(min(_retry_delay(failures), max(0.0, soonest - _monotonic())))
-                remaining = soonest - _monotonic()
-                attempt = min(executor.attempt_timeout, max(_MIN_ATTEMPT_TIMEOUT, remaining / 2))
-                try:
-                    headers = executor.headers(deadline)
-                except EtcdError as exc:
-                    log.warning("keepalive: cannot get auth headers: %s", exc)
-                    break
-                ids = list(pending)
-                sent_at = _monotonic()
-                error: EtcdError | None = None
-                self.stats.posts += 1
-                self.stats.ids_sent += len(ids)
-                member.inflight += 1
-                try:
-                    response = transport.request(
-                        member.url,
-                        "POST",
-                        path,
-                        proto.keepalive_body(ids),
-                        connect_timeout=min(executor.connect_timeout, attempt),
-                        read_timeout=attempt,
-                        headers=headers,
-                        what="lease keepalive",
-                    )
-                except EtcdError as exc:
-                    error = exc
-                finally:
-                    member.inflight -= 1
-                if error is None:
-                    error = self._answered(response, member, pending, sent_at)
-                if error is None:
-                    cluster.mark_success(member, _monotonic() - sent_at)
-                    continue
-                self.stats.failed_posts += 1
-                failures += 1
-                if error.transient:
-                    log.debug("keepalive POST to %s failed: %s", member.url, error)
-                    cluster.mark_failed(member, error)
-                    tried.append(member)
-                    continue
-                if (
-                    isinstance(error, InvalidAuthToken)
-                    and executor.auth is not None
-                    and not auth_retried
-                ):
-                    auth_retried = True
-                    executor.auth.invalidate(headers)
-                    continue
-                log.warning(
-                    "keepalive of %d lease(s) refused by %s: %s", len(pending), member.url, error
+                soonest = min(le.schedule.expires_at for le in pending.values())
+                per_attempt = min(
+                    executor.attempt_timeout, max(_MIN_ATTEMPT_TIMEOUT, (soonest - now) / 2)
                 )
-                break
+                try:
+                    executor.run(
+                        post,
+                        what="lease keepalive",
+                        idempotent=True,
+                        deadline=min(deadline, soonest),
+                        attempt_timeout=per_attempt,
+                    )
+                except ClientClosed:
+                    break
+                except EtcdError as exc:
+                    if not exc.transient and not isinstance(
+                        exc, (DeadlineExceeded, ClusterUnavailable)
+                    ):
+                        log.warning("keepalive of %d lease(s) refused: %s", len(pending), exc)
+                        break
+                    failures += 1
+                    log.debug("keepalive of %d lease(s) failed: %s", len(pending), exc)
+                    pause = min(_retry_delay(failures), max(0.0, soonest - _monotonic()))
+                    gevent.sleep(pause)
         finally:
             self._reschedule(batch, pending)
 
     def _answered(
-        self, response: RawResponse, member: Member, pending: dict[int, Lease], sent_at: float
+        self, response: RawResponse, member: Member, pending: dict[int, KeptLease], sent_at: float
     ) -> EtcdError | None:
         """Apply one keepalive answer to ``pending``; return the error to act on, if any."""
-        from geetcd.lease import LeaseLoss  # runtime import: geetcd.lease imports this module
-
         if response.status != 200:
             return error_from_body(response.status, response.data, member.url)
         answer = proto.parse_keepalive(response.data, member.url)
@@ -411,7 +461,7 @@ class KeepAlive:
             if ttl > 0:
                 stats.refreshed += 1
                 lease.ttl = ttl
-                lease._refreshed(ttl, sent_at)
+                lease.keepalive_refreshed(ttl, sent_at)
             else:
                 self._lose(lease, LeaseLoss.EXPIRED)
         stats.unanswered += len(pending)
@@ -424,47 +474,49 @@ class KeepAlive:
             )
         return None
 
-    def _reschedule(self, batch: list[Lease], pending: dict[int, Lease]) -> None:
+    def _reschedule(self, batch: list[KeptLease], pending: dict[int, KeptLease]) -> None:
         now = _monotonic()
         for lease in batch:
-            if not lease._kept or lease.lost_reason is not None:
+            if not lease.schedule.kept or lease.lost_reason is not None:
                 continue
-            if lease._seq != -1:
+            if lease.schedule.seq != -1:
                 continue  # re-added (keep_alive) meanwhile: already scheduled
             if lease.id in pending:
-                lease._failures += 1
-                due = min(now + _retry_delay(lease._failures), lease._expires_at)
+                lease.schedule.failures += 1
+                due = min(now + _retry_delay(lease.schedule.failures), lease.schedule.expires_at)
             else:
-                due = self._next_due(lease, lease._expires_at - lease.ttl)
+                due = self._next_due(lease, lease.schedule.expires_at - lease.ttl)
             self._schedule(lease, due)
 
     # ------------------------------------------------------------------ sessions and close
-    def add_session(self, session: Session) -> None:
+    def add_session(self, session: KeptSession) -> None:
         self._sessions[id(session)] = session
 
-    def remove_session(self, session: Session) -> None:
+    def remove_session(self, session: KeptSession) -> None:
         self._sessions.pop(id(session), None)
 
     def close(self) -> None:
         """Run by ``client.close()``: revoke open sessions (best effort, concurrently, about
         1 s), then set ``lost`` (CLOSED) on every other kept-alive lease, running their
         callbacks here. Never raises."""
-        from geetcd.lease import LeaseLoss  # runtime import: geetcd.lease imports this module
-
         if self._closed:
             return
         sessions = list(self._sessions.values())
         if sessions:
-            closers = [self._client.spawn(s._close_on_exit) for s in sessions]
+            closers = [self._core.spawn(_close_session, s) for s in sessions]
             gevent.joinall(closers, timeout=_CLOSE_REVOKE_TIMEOUT + 0.5)
         self._closed = True
         self._wake.set()
         for lease in list(self._kept.values()):
-            lease._set_lost(LeaseLoss.CLOSED, inline=True)
+            lease.keepalive_lost(LeaseLoss.CLOSED, inline=True)
         self._kept.clear()
         self._heap.clear()
 
 
-def _batches(items: list[Lease], size: int) -> Iterator[list[Lease]]:
+def _close_session(session: KeptSession) -> None:
+    session.close(timeout=_CLOSE_REVOKE_TIMEOUT)
+
+
+def _batches(items: list[KeptLease], size: int) -> Iterator[list[KeptLease]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

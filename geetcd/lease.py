@@ -16,7 +16,6 @@ with an explicit ``id`` (see :func:`grant`).
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Callable
@@ -33,13 +32,12 @@ from geetcd.errors import (
     OutcomeUnknown,
 )
 from geetcd.keepalive import (
-    _ATTR,
-    _CLOSE_REVOKE_TIMEOUT,
-    _INF,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     KeepAlive,
     KeepAliveStats,
+    LeaseLoss,
+    Schedule,
     keepalive_of,
 )
 from geetcd.models import LeaseInfo
@@ -73,19 +71,6 @@ log = logging.getLogger("geetcd.lease")
 _monotonic = time.monotonic
 
 
-class LeaseLoss(enum.StrEnum):
-    """Why a lease's ``lost`` event was set (``Lease.lost_reason``)."""
-
-    EXPIRED = "expired"
-    """etcd says the lease does not exist: it expired, or was revoked by someone else."""
-    REVOKED = "revoked"
-    """This client revoked it (``revoke()``, ``client.revoke_lease``, a closed Session)."""
-    UNREACHABLE = "unreachable"
-    """No refresh succeeded before its last known expiry (the cluster was unreachable)."""
-    CLOSED = "closed"
-    """The client was closed while the lease was kept alive; nothing refreshes it any more."""
-
-
 class Lease:
     """A granted lease. Create it with ``client.lease(ttl)``; never construct it directly.
 
@@ -105,14 +90,10 @@ class Lease:
         "__weakref__",
         "_callbacks",
         "_client",
-        "_due",
-        "_expires_at",
-        "_failures",
-        "_kept",
-        "_seq",
         "id",
         "lost",
         "lost_reason",
+        "schedule",
         "ttl",
     )
 
@@ -123,19 +104,15 @@ class Lease:
         self.lost = gevent.event.Event()
         self.lost_reason: LeaseLoss | None = None
         self._callbacks: list[Callable[[Lease], None]] = []
-        # Monotonic time before which the lease surely still exists (send time + TTL).
-        self._expires_at = sent_at + ttl
-        self._kept = False
-        self._failures = 0
-        self._due = _INF
-        self._seq = -1
+        # The keepalive's record; expires_at: the lease surely exists before it.
+        self.schedule = Schedule(expires_at=sent_at + ttl)
 
     def __repr__(self) -> str:
         if self.lost_reason is not None:
             state = f"lost({self.lost_reason.value})"
         else:
             state = f"remaining~{self.remaining:.1f}s"
-            if self._kept:
+            if self.schedule.kept:
                 state = "kept-alive " + state
         return f"<Lease id={self.id} ({self.id:x}) ttl={self.ttl} {state}>"
 
@@ -143,7 +120,7 @@ class Lease:
     @property
     def kept_alive(self) -> bool:
         """True while the client's keepalive greenlet refreshes this lease."""
-        return self._kept
+        return self.schedule.kept
 
     @property
     def remaining(self) -> float:
@@ -151,7 +128,7 @@ class Lease:
         (0.0 when that time has passed or the lease is lost). A local estimate, no I/O."""
         if self.lost_reason is not None:
             return 0.0
-        return max(0.0, self._expires_at - _monotonic())
+        return max(0.0, self.schedule.expires_at - _monotonic())
 
     def on_lost(self, callback: Callable[[Lease], None]) -> None:
         """Call ``callback(lease)`` once when ``lost`` is set (at once if it already is).
@@ -176,15 +153,12 @@ class Lease:
         """
         if self.lost_reason is not None:
             raise LeaseNotFound(f"lease {self.id} is lost ({self.lost_reason.value})")
-        keepalive_of(self._client).add(self)
+        self._client.core.keepalive.add(self)
         return self
 
     def stop_keep_alive(self) -> None:
         """Stop refreshing this lease (it then expires after its TTL). No I/O; idempotent."""
-        keeper: KeepAlive | None = getattr(self._client, _ATTR, None)
-        if keeper is not None:
-            keeper.discard(self)
-        self._kept = False
+        self._client.core.keepalive.discard(self)
 
     # ------------------------------------------------------------------ calls
     def refresh(self, *, timeout: float | None = None) -> int:
@@ -221,9 +195,9 @@ class Lease:
             v3=True,
         )
         if ttl <= 0:
-            self._set_lost(LeaseLoss.EXPIRED)
+            self.keepalive_lost(LeaseLoss.EXPIRED)
             raise LeaseNotFound(f"lease {self.id} not found (expired or revoked)")
-        self._refreshed(ttl, sent_at)
+        self.keepalive_refreshed(ttl, sent_at)
         return ttl
 
     def time_to_live(self, keys: bool = False, *, timeout: float | None = None) -> LeaseInfo:
@@ -232,9 +206,9 @@ class Lease:
         sent_at = _monotonic()
         info = time_to_live(self._client, self.id, keys, timeout)
         if info.ttl < 0:
-            self._set_lost(LeaseLoss.EXPIRED)
+            self.keepalive_lost(LeaseLoss.EXPIRED)
         elif info.ttl > 0:
-            self._expires_at = max(self._expires_at, sent_at + info.ttl)
+            self.schedule.expires_at = max(self.schedule.expires_at, sent_at + info.ttl)
         return info
 
     def revoke(self, *, timeout: float | None = None) -> None:
@@ -248,9 +222,9 @@ class Lease:
         try:
             revoke(self._client, self.id, timeout)
         except LeaseNotFound:
-            self._set_lost(LeaseLoss.EXPIRED)
+            self.keepalive_lost(LeaseLoss.EXPIRED)
             raise
-        self._set_lost(LeaseLoss.REVOKED)
+        self.keepalive_lost(LeaseLoss.REVOKED)
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> Lease:
@@ -269,20 +243,19 @@ class Lease:
                 "revoke of lease %d on exit failed (it expires in %ds): %s", self.id, self.ttl, exc
             )
 
-    # ------------------------------------------------------------------ internals
-    def _refreshed(self, ttl: int, sent_at: float) -> None:
-        self._expires_at = max(self._expires_at, sent_at + ttl)
-        self._failures = 0
+    # ------------------------------------------------------------------ the keepalive's callbacks
+    def keepalive_refreshed(self, ttl: int, sent_at: float) -> None:
+        """A refresh sent at ``sent_at`` got ``ttl`` seconds (called by the keepalive)."""
+        self.schedule.expires_at = max(self.schedule.expires_at, sent_at + ttl)
+        self.schedule.failures = 0
 
-    def _set_lost(self, reason: LeaseLoss, *, inline: bool = False) -> None:
-        """Set ``lost`` once; run the callbacks in a client greenlet (or here if ``inline``)."""
+    def keepalive_lost(self, reason: LeaseLoss, *, inline: bool = False) -> None:
+        """Set ``lost`` once for ``reason``; run the callbacks in a client greenlet (or here
+        if ``inline``). Called by the keepalive and by this module; not for users."""
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        keeper: KeepAlive | None = getattr(self._client, _ATTR, None)
-        if keeper is not None:
-            keeper.discard(self)
-        self._kept = False
+        self._client.core.keepalive.discard(self)
         if reason is not LeaseLoss.REVOKED:
             log.info("lease %d lost: %s", self.id, reason.value)
         self.lost.set()
@@ -400,10 +373,10 @@ def revoke(
     this client with that id stops being kept alive and its ``lost`` is set (REVOKED).
     """
     lease_id = _revalidated(lease)
-    keeper: KeepAlive | None = getattr(client, _ATTR, None)
-    kept = keeper.get(lease_id) if keeper is not None else None
+    keeper = client.core.keepalive
+    kept = keeper.get(lease_id)
     if kept is not None:
-        kept.stop_keep_alive()
+        keeper.discard(kept)
     executor = client.core.executor
     deadline = executor.deadline(timeout)
     body = proto.lease_body(lease_id)
@@ -411,7 +384,7 @@ def revoke(
         client.core.call(proto.REVOKE, body, _ignore, False, timeout, retry)
     except LeaseNotFound:
         if kept is not None:
-            kept._set_lost(LeaseLoss.EXPIRED)
+            kept.keepalive_lost(LeaseLoss.EXPIRED)
         raise
     except OutcomeUnknown as unknown:
         while True:
@@ -428,7 +401,7 @@ def revoke(
                 pass  # gone since the check: revoked (by the lost attempt or by expiry)
             break
     if kept is not None:
-        kept._set_lost(LeaseLoss.REVOKED)
+        kept.keepalive_lost(LeaseLoss.REVOKED)
 
 
 def _ignore(obj: dict[str, Any]) -> None:
@@ -486,7 +459,7 @@ class Session:
         self.lease = lease
         self._closed = False
         lease.keep_alive()
-        keepalive_of(lease._client).add_session(self)
+        lease._client.core.keepalive.add_session(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -530,9 +503,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        keeper: KeepAlive | None = getattr(self.lease._client, _ATTR, None)
-        if keeper is not None:
-            keeper.remove_session(self)
+        self.lease._client.core.keepalive.remove_session(self)
         lease = self.lease
         lease.stop_keep_alive()
         if lease.lost_reason is not None:
@@ -548,7 +519,4 @@ class Session:
                 lease.ttl,
                 exc,
             )
-            lease._set_lost(LeaseLoss.CLOSED)
-
-    def _close_on_exit(self) -> None:
-        self.close(timeout=_CLOSE_REVOKE_TIMEOUT)
+            lease.keepalive_lost(LeaseLoss.CLOSED)

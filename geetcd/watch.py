@@ -74,11 +74,8 @@ ErrorCallback = Callable[[BaseException], object]
 
 
 def hub_for(client: Client) -> WatchHub:
-    """The client's watch hub (created on first use; closed by ``client.close()``)."""
-    hub = client.__dict__.get("_watch_hub")
-    if not isinstance(hub, WatchHub):
-        hub = client.__dict__["_watch_hub"] = WatchHub(client)
-    return hub
+    """The client's watch hub (``client.core.watch_hub``; closed by ``client.close()``)."""
+    return client.core.watch_hub
 
 
 class Watch:
@@ -426,7 +423,7 @@ class Watch:
     # ------------------------------------------------------------------ callback form
     def _start_runner(self) -> None:
         self._retire = False
-        self._runner = self._hub.client.spawn(self._run_callback)
+        self._runner = self._hub.core.spawn(self._run_callback)
         self._hub.runners.add(self)
 
     def _call_inline(self, batch: WatchBatch) -> None:

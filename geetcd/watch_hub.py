@@ -57,7 +57,7 @@ from geetcd.protocol.watch import (
 from geetcd.transport import Stream
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
+    from geetcd.core import Core
     from geetcd.watch import Watch
 
 __all__ = ["ServerStream", "WatchHub", "WatchSpec"]
@@ -237,8 +237,8 @@ class ServerStream:
             self.hub._forget(self)
 
     def _loop(self) -> None:
-        client = self.hub.client
-        executor = client.core.executor
+        core = self.hub.core
+        executor = core.executor
         avoid: list[Member] = []
         while not self.done:
             if self._failures > 1:
@@ -257,7 +257,7 @@ class ServerStream:
                 continue
             started = _monotonic()
             try:
-                connection = client.core.transport.open_stream(
+                connection = core.transport.open_stream(
                     member.url,
                     executor.api_prefix + WATCH,
                     self.spec.body(self.next_revision),
@@ -303,16 +303,16 @@ class ServerStream:
             avoid = [member]
 
     def _pick(self, avoid: list[Member]) -> Member:
-        client = self.hub.client
+        core = self.hub.core
         while True:
-            if self.done or client.closed:
+            if self.done or core.closed:
                 raise _Stop
-            deadline = _monotonic() + client.core.executor.timeout
+            deadline = _monotonic() + core.executor.timeout
             try:
-                return client.core.cluster.pick(deadline, avoid)
+                return core.cluster.pick(deadline, avoid)
             except ClusterUnavailable as exc:
                 self.errors.append(exc)
-                if self.done or client.closed:
+                if self.done or core.closed:
                     raise _Stop from exc
                 log.warning(
                     "watch %r: no etcd member available, still trying: %s", self.spec.key, exc
@@ -325,7 +325,7 @@ class ServerStream:
         self.errors.append(error)
         self._failures += 1
         self.reconnects += 1
-        self.hub.client.core.cluster.mark_failed(member, error)
+        self.hub.core.cluster.mark_failed(member, error)
         log.info(
             "watch %r: stream on %s failed (%s); resuming from revision %d elsewhere",
             self.spec.key,
@@ -336,7 +336,7 @@ class ServerStream:
 
     def _read(self, connection: Stream, member: Member, started: float) -> None:
         """Read messages until EOF (returns) or an error (raised as an EtcdError)."""
-        decoder = WatchDecoder(self.hub.client.core.ks, member.url)
+        decoder = WatchDecoder(self.hub.core.ks, member.url)
         read = connection.read_chunk
         while True:
             chunk = read()
@@ -376,7 +376,7 @@ class ServerStream:
     def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
         self._failures = 0
         self._auth_retried = False
-        self.hub.client.core.cluster.mark_success(member, _monotonic() - started)
+        self.hub.core.cluster.mark_success(member, _monotonic() - started)
         if self.ever_created:
             return
         if not self.next_revision:
@@ -413,8 +413,9 @@ def _wake_all(waiters: list[Waiter[None]]) -> None:
 class WatchHub:
     """All watch streams of one client: coalescing table, liveness supervisor, close."""
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+    def __init__(self, core: Core) -> None:
+        """Build the hub of ``core`` (no I/O; streams start on the first subscribe)."""
+        self.core = core
         self.shared: dict[WatchSpec, ServerStream] = {}
         self.streams: set[ServerStream] = set()
         self.closed = False
@@ -423,7 +424,7 @@ class WatchHub:
         self._probe_ok: dict[str, float] = {}
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
         self.runners: set[Watch] = set()
-        client.core.on_close(self.close)
+        core.on_close(self.close)
 
     def __repr__(self) -> str:
         return f"<WatchHub streams={len(self.streams)} shared={len(self.shared)}>"
@@ -435,8 +436,8 @@ class WatchHub:
 
         A watch with an explicit ``start_revision`` always gets a stream of its own.
         """
-        client = self.client
-        client.core.start()
+        core = self.core
+        core.start()
         stream = self.shared.get(spec) if start_revision is None else None
         if stream is None or stream.done:
             shared = start_revision is None
@@ -445,12 +446,12 @@ class WatchHub:
                 self.shared[spec] = stream
             self.streams.add(stream)
             stream.attach(sub)
-            stream.greenlet = client.spawn(stream.run)
+            stream.greenlet = core.spawn(stream.run)
         else:
             stream.liveness = min(stream.liveness, liveness)
             stream.attach(sub)
         if self._supervisor is None or self._supervisor.dead:
-            self._supervisor = client.spawn(self._supervise)
+            self._supervisor = core.spawn(self._supervise)
         return stream
 
     def _forget(self, stream: ServerStream) -> None:
@@ -504,14 +505,14 @@ class WatchHub:
                 self._evacuate(member, member.last_error)
             elif member not in self._probing:
                 self._probing.add(member)
-                self.client.spawn(self._probe, member)
+                self.core.spawn(self._probe, member)
 
     def _probe(self, member: Member) -> None:
         try:
-            self.client.core.executor.probe(member, timeout=_PROBE_TIMEOUT)
+            self.core.executor.probe(member, timeout=_PROBE_TIMEOUT)
         except EtcdError as exc:
             log.warning("etcd member %s failed the watch liveness probe: %s", member.url, exc)
-            self.client.core.cluster.mark_failed(member, exc)
+            self.core.cluster.mark_failed(member, exc)
             self._evacuate(member, exc)
         else:
             self._probe_ok[member.url] = _monotonic()

@@ -292,7 +292,7 @@ def test_close_ends_every_watch(etcd_endpoints: list[str], etcd_server: EtcdClus
     assert iterated.done and with_callback.done
     assert len(client.core.group) == 0  # every watch greenlet is gone
     wait_for(lambda: watchers(etcd_server) == base, what="watchers closed")
-    with pytest.raises(geetcd.InvalidArgument):
+    with pytest.raises(geetcd.ClientClosed):
         client.watch("a")
 
 
