@@ -55,6 +55,10 @@ Every exception carries ``code`` (gRPC code or None), ``http_status`` (or None) 
 * ``transient``: the member failed, not the request; another member may succeed.
 * ``retry_safe``: the request was surely not applied, so even a write may be retried.
 
+``token_suspect`` (False unless set on the instance) marks an error that may mean an expired
+token although its class says otherwise: a watch canceled with "permission denied" is how
+etcd answers an expired token on a watch stream. The attempt loop re-authenticates once.
+
 :func:`error_from_status` is the one table from (HTTP status, gRPC code, message) to class.
 """
 
@@ -123,6 +127,7 @@ class EtcdError(Exception):
 
     transient: bool = False
     retry_safe: bool = False
+    token_suspect: bool = False
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,15 +34,14 @@ import gevent
 import gevent.event
 from gevent.hub import Waiter
 
+from geetcd._executor import Attempt, should_refresh_token
 from geetcd.cluster import Member, MemberState
 from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
-    AuthError,
     ClusterUnavailable,
     ConnectionLost,
+    DeadlineExceeded,
     EtcdError,
-    InvalidAuthToken,
-    PermissionDenied,
 )
 from geetcd.models import WatchResponse
 from geetcd.protocol.codec import encode_json
@@ -66,6 +66,8 @@ log = logging.getLogger("geetcd.watch")
 _monotonic = time.monotonic
 _RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
 _PROBE_TIMEOUT = 1.0
+# A round of opens that found no member within the client's timeout: waited out, tried again.
+_WAITED_OUT = (ClusterUnavailable, DeadlineExceeded)
 # A stream whose member the cluster state already marks DOWN is moved after this much
 # silence, without waiting for the full liveness bound.
 _DOWN_SILENCE = 1.0
@@ -237,46 +239,41 @@ class ServerStream:
             self.hub._forget(self)
 
     def _loop(self) -> None:
+        """Open (through :meth:`Executor.run`, the client's one attempt loop), read until the
+        stream ends, resume elsewhere; forever, until stopped or a non-transient error."""
         core = self.hub.core
         executor = core.executor
         avoid: list[Member] = []
         while not self.done:
             if self._failures > 1:
                 gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures - 1))
-                if self.stopped():
-                    return
-            member = self._pick(avoid)
-            deadline = _monotonic() + executor.timeout
+            if self.done or core.closed:
+                raise _Stop
             try:
-                headers = executor.headers(deadline)
-            except EtcdError as exc:
-                if not exc.transient:
-                    raise
-                self.last_error = exc
-                self._failures += 1
-                continue
-            started = _monotonic()
-            try:
-                connection = core.transport.open_stream(
-                    member.url,
-                    executor.api_prefix + WATCH,
-                    self.spec.body(self.next_revision),
-                    connect_timeout=executor.connect_timeout,
-                    first_byte_timeout=executor.attempt_timeout,
-                    headers=headers,
+                connection, member, headers, started = executor.run(
+                    self._open,
+                    what=f"watch {self.spec.key!r}",
+                    idempotent=True,
+                    deadline=_monotonic() + executor.timeout,
+                    avoid=avoid,
                 )
             except EtcdError as exc:
-                if not exc.transient:
+                if self.done or core.closed:
+                    raise _Stop from exc
+                if not exc.transient and not isinstance(exc, _WAITED_OUT):
                     raise
-                self._member_failed(member, exc)
-                avoid = [member]
+                self.last_error = exc
+                self.errors.append(exc)
+                self._failures += 1
+                log.warning(
+                    "watch %r: no etcd member answered, still trying: %s", self.spec.key, exc
+                )
+                avoid = []
                 continue
             self.member = member
             self.connection = connection
             self.last_activity = _monotonic()
             try:
-                if connection.status != 200:
-                    raise error_from_body(connection.status, connection.read_all(), member.url)
                 self._read(connection, member, started)
                 error: EtcdError = ConnectionLost(
                     f"watch stream from {member.url} ended", member=member.url
@@ -288,11 +285,7 @@ class ServerStream:
                 connection.close()
             if self.stopped():
                 return
-            if (
-                isinstance(error, (InvalidAuthToken, PermissionDenied, AuthError))
-                and executor.auth is not None
-                and not self._auth_retried
-            ):
+            if should_refresh_token(error) and executor.auth is not None and not self._auth_retried:
                 self._auth_retried = True
                 executor.auth.invalidate(headers)
                 log.info("watch %r refused (%s); re-authenticating once", self.spec.key, error)
@@ -302,23 +295,26 @@ class ServerStream:
             self._member_failed(member, error)
             avoid = [member]
 
-    def _pick(self, avoid: list[Member]) -> Member:
+    def _open(self, attempt: Attempt) -> tuple[Stream, Member, Mapping[str, str] | None, float]:
+        """One attempt: open the stream on ``attempt.member``; an error answer is raised (the
+        attempt loop judges it: bench and move on, re-authenticate, or give up)."""
         core = self.hub.core
-        while True:
-            if self.done or core.closed:
-                raise _Stop
-            deadline = _monotonic() + core.executor.timeout
+        member = attempt.member
+        started = _monotonic()
+        connection = core.transport.open_stream(
+            member.url,
+            core.executor.api_prefix + WATCH,
+            self.spec.body(self.next_revision),
+            connect_timeout=attempt.connect_timeout,
+            first_byte_timeout=attempt.read_timeout,
+            headers=attempt.headers,
+        )
+        if connection.status != 200:
             try:
-                return core.cluster.pick(deadline, avoid)
-            except ClusterUnavailable as exc:
-                self.errors.append(exc)
-                if self.done or core.closed:
-                    raise _Stop from exc
-                log.warning(
-                    "watch %r: no etcd member available, still trying: %s", self.spec.key, exc
-                )
-                self._failures += 1
-                gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures))
+                raise error_from_body(connection.status, connection.read_all(), member.url)
+            finally:
+                connection.close()
+        return connection, member, attempt.headers, started
 
     def _member_failed(self, member: Member, error: EtcdError) -> None:
         self.last_error = error

@@ -182,7 +182,8 @@ def cancel_error(response: WatchResponse, member: str | None = None) -> EtcdErro
     """The exception for a ``canceled`` message (returned, never raised).
 
     A ``compact_revision`` gives WatchCompacted; a cancel reason that names an auth problem
-    gives InvalidAuthToken, AuthRequired or PermissionDenied; anything else WatchCanceled.
+    gives InvalidAuthToken, AuthRequired or PermissionDenied (the last two with
+    ``token_suspect`` set: see geetcd.errors); anything else WatchCanceled.
     """
     reason = response.cancel_reason
     if response.compact_revision:
@@ -197,10 +198,14 @@ def cancel_error(response: WatchResponse, member: str | None = None) -> EtcdErro
         return InvalidAuthToken(f"watch canceled: {reason}", code=16, member=member)
     if "user name is empty" in lowered:
         return AuthRequired(f"watch canceled: {reason}", code=3, member=member)
+    suspect: EtcdError | None = None
     if "permission denied" in lowered or "permissiondenied" in lowered:
-        return PermissionDenied(f"watch canceled: {reason}", code=7, member=member)
-    if "unauthenticated" in lowered:
-        return AuthError(f"watch canceled: {reason}", code=16, member=member)
+        suspect = PermissionDenied(f"watch canceled: {reason}", code=7, member=member)
+    elif "unauthenticated" in lowered:
+        suspect = AuthError(f"watch canceled: {reason}", code=16, member=member)
+    if suspect is not None:
+        suspect.token_suspect = True  # etcd's answer to an expired token on a watch stream
+        return suspect
     return WatchCanceled(
         f"watch canceled by the server: {reason or 'no reason given'}", reason=reason, member=member
     )
