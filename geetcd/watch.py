@@ -352,16 +352,17 @@ class Watch:
         self._wake()
 
     # ------------------------------------------------------------------ hub side
-    def _joined(self, stream: ServerStream, revision: int) -> None:
+    # The Subscriber interface (geetcd.watch_hub.Subscriber): called by the watch hub only.
+    def hub_joined(self, stream: ServerStream, revision: int) -> None:
         self._stream = stream
         self.revision = revision
         self._inline = self._callback is not None
 
-    def _created(self, revision: int) -> None:
+    def hub_created(self, revision: int) -> None:
         if not self.revision:
             self.revision = revision
 
-    def _deliver(self, batch: WatchBatch, wake: list[Waiter[None]]) -> bool:
+    def hub_deliver(self, batch: WatchBatch, wake: list[Waiter[None]]) -> bool:
         """Buffer one batch; False (and WatchOverflow queued) if the buffer is full.
 
         A waiting consumer's Waiter is appended to ``wake`` (the caller switches to them).
@@ -402,7 +403,7 @@ class Watch:
             wake.append(waiter)
         return not self._done
 
-    def _finish(self, error: BaseException) -> None:
+    def hub_finish(self, error: BaseException) -> None:
         """Terminal error from the stream: delivered after the buffered batches."""
         if self._done:
             return
@@ -415,7 +416,7 @@ class Watch:
             self._start_runner()
         self._wake()
 
-    def _closed_by_client(self) -> None:
+    def hub_closed(self) -> None:
         if not self._done:
             self._end("closed with the client")
         self._stream = None
@@ -460,7 +461,7 @@ class Watch:
         stream = self._stream
         return stream is not None and len(stream.subscribers) > 1
 
-    def _retire_if_idle(self, now: float, linger: float) -> None:
+    def hub_retire_if_idle(self, now: float, linger: float) -> None:
         """Called by the hub: end an idle runner (it is started again by the next event)."""
         if self._waiter is not None and not self._batches and now - self._last_delivery > linger:
             self._retire = True

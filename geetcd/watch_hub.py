@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import gevent
 import gevent.event
@@ -58,9 +58,8 @@ from geetcd.transport import Stream
 
 if TYPE_CHECKING:
     from geetcd.core import Core
-    from geetcd.watch import Watch
 
-__all__ = ["ServerStream", "WatchHub", "WatchSpec"]
+__all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 
 log = logging.getLogger("geetcd.watch")
 _monotonic = time.monotonic
@@ -97,6 +96,31 @@ class WatchSpec:
                 progress_notify=self.progress_notify,
             )
         )
+
+
+class Subscriber(Protocol):
+    """What a stream needs from each of its subscribers (:class:`geetcd.Watch` is one).
+
+    Every method is called in the stream's reader greenlet (or the hub's) and must not block.
+    """
+
+    def hub_joined(self, stream: ServerStream, revision: int) -> None:
+        """Attached to ``stream``; everything after ``revision`` will be delivered."""
+
+    def hub_created(self, revision: int) -> None:
+        """The server acknowledged the watch at ``revision``."""
+
+    def hub_deliver(self, batch: WatchBatch, wake: list[Waiter[None]]) -> bool:
+        """Take one batch (append a waiting consumer to ``wake``); False: overflowed."""
+
+    def hub_finish(self, error: BaseException) -> None:
+        """The stream ended with a terminal ``error``."""
+
+    def hub_closed(self) -> None:
+        """The client was closed."""
+
+    def hub_retire_if_idle(self, now: float, linger: float) -> None:
+        """End an idle callback greenlet (started again by the next event)."""
 
 
 class _Stop(Exception):
@@ -141,7 +165,7 @@ class ServerStream:
         self.shared = shared
         self.liveness = liveness
         self.next_revision = start_revision
-        self.subscribers: dict[Watch, None] = {}
+        self.subscribers: dict[Subscriber, None] = {}
         self.created = gevent.event.Event()
         self.ever_created = False
         self.done = False
@@ -166,12 +190,12 @@ class ServerStream:
         )
 
     # ------------------------------------------------------------------ subscribers
-    def attach(self, sub: Watch) -> None:
+    def attach(self, sub: Subscriber) -> None:
         """Add a subscriber; it receives every batch dispatched from now on."""
         self.subscribers[sub] = None
-        sub._joined(self, max(0, self.next_revision - 1))
+        sub.hub_joined(self, max(0, self.next_revision - 1))
 
-    def detach(self, sub: Watch) -> None:
+    def detach(self, sub: Subscriber) -> None:
         """Remove a subscriber; the last one leaving stops the stream (closes the connection)."""
         self.subscribers.pop(sub, None)
         if not self.subscribers:
@@ -214,7 +238,7 @@ class ServerStream:
         subscribers = list(self.subscribers)
         self.subscribers.clear()
         for sub in subscribers:
-            sub._finish(error)
+            sub.hub_finish(error)
         self.created.set()
 
     # ------------------------------------------------------------------ reader greenlet
@@ -379,15 +403,15 @@ class ServerStream:
             self.next_revision = response.header.revision + 1
         self.ever_created = True
         for sub in self.subscribers:
-            sub._created(self.next_revision - 1)
+            sub.hub_created(self.next_revision - 1)
         self.created.set()
 
     def _dispatch(self, batch: WatchBatch) -> None:
-        overflowed: list[Watch] | None = None
+        overflowed: list[Subscriber] | None = None
         wake: list[Waiter[None]] = []
         # A snapshot: callbacks run inline may watch or cancel (attach / detach) meanwhile.
         for sub in list(self.subscribers):
-            if not sub._deliver(batch, wake):
+            if not sub.hub_deliver(batch, wake):
                 if overflowed is None:
                     overflowed = []
                 overflowed.append(sub)
@@ -419,14 +443,14 @@ class WatchHub:
         self._probing: set[Member] = set()
         self._probe_ok: dict[str, float] = {}
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
-        self.runners: set[Watch] = set()
+        self.runners: set[Subscriber] = set()
         core.on_close(self.close)
 
     def __repr__(self) -> str:
         return f"<WatchHub streams={len(self.streams)} shared={len(self.shared)}>"
 
     def subscribe(
-        self, spec: WatchSpec, sub: Watch, start_revision: int | None, liveness: float
+        self, spec: WatchSpec, sub: Subscriber, start_revision: int | None, liveness: float
     ) -> ServerStream:
         """Attach ``sub`` to the shared stream of ``spec`` (or a new one); returns the stream.
 
@@ -462,7 +486,7 @@ class WatchHub:
             subscribers = list(stream.subscribers)
             stream.subscribers.clear()
             for sub in subscribers:
-                sub._closed_by_client()
+                sub.hub_closed()
             stream.done = True
             stream.created.set()  # wakes a client.watch() still waiting for its creation
             connection = stream.connection
@@ -482,7 +506,7 @@ class WatchHub:
             self.check_liveness()
             now = _monotonic()
             for sub in list(self.runners):
-                sub._retire_if_idle(now, _RUNNER_LINGER)
+                sub.hub_retire_if_idle(now, _RUNNER_LINGER)
 
     def check_liveness(self) -> None:
         """One supervisor pass (no I/O here: probes run in their own greenlets)."""
