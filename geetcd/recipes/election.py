@@ -34,7 +34,16 @@ from geetcd.models import EventType, KeyValue
 from geetcd.protocol.codec import to_bytes
 from geetcd.recipes.gate import FifoGate, deadline_of, remaining
 from geetcd.recipes.lock import prefix_of
-from geetcd.recipes.queue import Cleanup, Queued, Turn, enqueue, leave_gate, wait_turn, waiter_key
+from geetcd.recipes.queue import (
+    Cleanup,
+    Queued,
+    Turn,
+    enqueue,
+    enter_gate,
+    leave_gate,
+    wait_turn,
+    waiter_key,
+)
 from geetcd.recipes.sessions import SessionPool, check_ttl
 from geetcd.txn import Compare, Comparison, Op
 
@@ -145,11 +154,17 @@ class Election:
             )
         self._busy = True
         try:
-            gate = self._pool.gate(self._prefix)
-            if not gate.acquire(deadline):
-                self._pool.leave(self._prefix, gate)
-                return False
-            return self._campaign(gate, raw, deadline)
+            client, pool, prefix = self._client, self._pool, self._prefix
+            while True:
+                gate, handed = enter_gate(client, pool, prefix, deadline, wait=True)
+                if gate is None:
+                    return False
+                if handed is None:
+                    return self._campaign(gate, raw, deadline)
+                # A key a Lock of this client on the same name handed over: not a
+                # candidacy. Delete it, let the gate go on, and queue again.
+                leftover = Cleanup(handed.session, handed.queued.key, handed.queued)
+                leave_gate(client, pool, prefix, gate, leftover)
         finally:
             self._busy = False
 

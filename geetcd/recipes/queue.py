@@ -12,7 +12,10 @@ waiter owns the prefix, and nobody else is woken by that change (no thundering h
 Requests: enqueue is one txn (create + read the predecessor). Each wait is one watch of the
 predecessor, one read-only txn that confirms it (is it still the newest key before ours,
 does ours still exist?), and after its deletion the same read-only txn again. So a
-contended acquisition costs a fixed number of requests however many wait.
+contended acquisition costs a fixed number of requests however many wait. A hand-off
+between two greenlets of one client (:func:`hand_over`) is one txn: it deletes the holder's
+key and creates the next holder's key (named after the client's other session lease) at
+once.
 """
 
 from __future__ import annotations
@@ -35,14 +38,16 @@ from geetcd.txn import Compare, Op, OpGet
 if TYPE_CHECKING:
     from geetcd.client import Client
     from geetcd.lease import Session
-    from geetcd.recipes.sessions import SessionPool
+    from geetcd.recipes.sessions import Handed, SessionPool
 
 __all__ = [
     "Cleanup",
     "Queued",
     "Turn",
     "enqueue",
+    "enter_gate",
     "first_created",
+    "hand_over",
     "leave_gate",
     "newest_below",
     "rpc_timeout",
@@ -154,6 +159,48 @@ def enqueue(
             return Queued(key, revision, predecessor, revision, checked=True)
         log.info("removing a leftover waiter key %r before queueing again", key)
         client.delete(key, timeout=rpc_timeout(deadline))
+
+
+def hand_over(
+    client: Client, prefix: bytes, queued: Queued, partner: Session, value: bytes
+) -> Queued | None:
+    """In one txn: delete ``queued`` (guarded by its create revision) and create the waiter
+    key of ``partner`` (which must not exist), reading the new key's predecessor.
+
+    Returns the new key, queued, or None when the txn surely did not apply (``queued`` is
+    gone, the partner's key exists, the partner lease is gone, any error before sending).
+    A txn whose answer is lost is resolved by reading the partner's key back; when even
+    that fails, None is returned and the partner's key may exist: the caller must then
+    delete it (unconditionally, before anyone else of this client may create it).
+    Returns None rather than raising an etcd error.
+    """
+    key = waiter_key(prefix, partner.id)
+    try:
+        response = client.txn(
+            [
+                Compare.create_revision(queued.key) == queued.revision,
+                Compare.create_revision(key) == 0,
+            ],
+            [Op.delete(queued.key), Op.put(key, value, lease=partner.id), _newest_two(prefix)],
+        )
+    except OutcomeUnknown:
+        try:
+            kv = client.get(key)
+        except EtcdError as exc:
+            log.info("hand-off of %r: answer lost and not readable back (%s)", prefix, exc)
+            return None
+        if kv is not None and kv.lease == partner.id:
+            return Queued(key, kv.create_revision, None, 0, checked=False)
+        return None
+    except EtcdError as exc:
+        log.info("hand-off of %r in one txn failed (%s); two requests instead", prefix, exc)
+        return None
+    if not response.succeeded:
+        return None
+    revision = response.header.revision
+    newest = _range(response, 2)
+    predecessor = newest[1].key if len(newest) > 1 else None
+    return Queued(key, revision, predecessor, revision, checked=True)
 
 
 def wait_turn(
@@ -294,37 +341,72 @@ class Cleanup:
         return True
 
 
+def enter_gate(
+    client: Client, pool: SessionPool, prefix: bytes, deadline: float | None, *, wait: bool
+) -> tuple[FifoGate | None, Handed | None]:
+    """Enter the prefix's local gate (waiting until ``deadline`` if ``wait``, else only if
+    it is free): ``(gate, key handed over by the previous holder or None)``, or
+    ``(None, None)`` when not entered. A caller that leaves the queue without entering
+    (timeout, kill) deletes a key that was handed to it as it left, unless the gate went on
+    to the next waiter (which then gets the key)."""
+    gate = pool.gate(prefix)
+    entered = False
+    try:
+        entered = gate.acquire(deadline) if wait else gate.try_acquire()
+    finally:
+        if not entered:
+            orphan = pool.orphan(prefix, gate)
+            if orphan is not None and gate.try_acquire():
+                leave_gate(
+                    client,
+                    pool,
+                    prefix,
+                    gate,
+                    Cleanup(orphan.session, orphan.queued.key, orphan.queued),
+                )
+            pool.leave(prefix, gate)
+    if not entered:
+        return None, None
+    return gate, pool.take(prefix)
+
+
 def leave_gate(
-    client: Client, pool: SessionPool, prefix: bytes, gate: FifoGate, cleanup: Cleanup | None
+    client: Client,
+    pool: SessionPool,
+    prefix: bytes,
+    gate: FifoGate,
+    cleanup: Cleanup | None,
+    *more: Cleanup,
 ) -> None:
-    """Delete our waiter key if it may exist, then hand the gate on. If the delete fails
+    """Delete our waiter key(s) if they may exist, then hand the gate on. If a delete fails
     (or is interrupted) a background greenlet keeps trying and hands the gate on when done,
     so neither the next local candidate nor a remote waiter is blocked by a stale key.
     Never raises an etcd error."""
-    done = cleanup is None or cleanup.session.lost.is_set()
+    pending = [c for c in (cleanup, *more) if c is not None and not c.session.lost.is_set()]
     try:
-        if not done:
-            assert cleanup is not None
-            done = cleanup.delete(client)
+        while pending and pending[0].delete(client):
+            pending.pop(0)
     finally:
-        if done:
+        if not pending:
             gate.release()
             pool.leave(prefix, gate)
         else:
-            assert cleanup is not None
-            client.spawn(_leave_in_background, client, pool, prefix, gate, cleanup)
+            client.spawn(_leave_in_background, client, pool, prefix, gate, pending)
 
 
 def _leave_in_background(
-    client: Client, pool: SessionPool, prefix: bytes, gate: FifoGate, cleanup: Cleanup
+    client: Client, pool: SessionPool, prefix: bytes, gate: FifoGate, pending: list[Cleanup]
 ) -> None:
     attempt = 0
     try:
-        while not client.closed and not cleanup.session.lost.is_set():
+        while pending and not client.closed:
+            if pending[0].session.lost.is_set():
+                pending.pop(0)
+                continue
             gevent.sleep(_CLEANUP_BACKOFF.compute(attempt))
             attempt += 1
-            if cleanup.delete(client):
-                return
+            if pending[0].delete(client):
+                pending.pop(0)
     finally:
         gate.release()
         pool.leave(prefix, gate)

@@ -1,26 +1,44 @@
-"""The session pool of one client: one kept-alive :class:`geetcd.Session` per TTL, shared by
-the client's locks and elections, and the per-name FIFO gates in front of etcd.
+"""The session pool of one client: kept-alive :class:`geetcd.Session` objects per TTL, shared
+by the client's locks and elections, and the per-name FIFO gates in front of etcd.
 
-Created once per client by ``client.lock`` / ``client.election`` on first use. Sessions are
-granted lazily (the first acquire or campaign with a TTL grants it), replaced by a fresh
-one when lost, and revoked when the client closes (``client.close()`` closes every session
-of the client; a revoke deletes every lock and election key of the session at once).
+Created once per client by ``client.lock`` / ``client.election`` on first use. Each TTL has
+a main session (slot 0), granted by the first acquire or campaign with that TTL, and a
+partner session (slot 1), granted in the background the first time a lock is released
+while another greenlet of the client waits for it: a hand-off between two greenlets then
+deletes the holder's key and creates the next one's (named after the other lease) in one
+txn. Sessions are replaced by fresh ones when lost, and revoked when the client closes
+(``client.close()`` closes every session of the client; a revoke deletes every lock and
+election key of the session at once).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import gevent.event
 
-from geetcd.errors import DeadlineExceeded, InvalidArgument, InvalidType
+from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, InvalidType
 from geetcd.recipes.gate import FifoGate, remaining
 
 if TYPE_CHECKING:
     from geetcd.client import Client
     from geetcd.lease import Session
+    from geetcd.recipes.queue import Queued
 
-__all__ = ["SessionPool", "check_ttl"]
+__all__ = ["Handed", "SessionPool", "check_ttl"]
+
+log = logging.getLogger("geetcd.recipes")
+
+
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """A waiter key created by a releasing holder for the next holder of the gate:
+    ``queued`` in etcd under ``session``'s lease."""
+
+    queued: Queued
+    session: Session
 
 
 def check_ttl(ttl: object) -> int:
@@ -39,30 +57,32 @@ class SessionPool:
     :meth:`session` never returns a session that is known lost or closed; concurrent callers
     asking for the same TTL share one grant. :meth:`gate` returns the gate every lock and
     election of this client on that prefix queues on (greenlet-safe: gevent switches only
-    inside calls that wait).
+    inside calls that wait). :meth:`hand` / :meth:`take` pass a waiter key created by a
+    releasing holder to the gate's next holder.
     """
 
-    __slots__ = ("_client", "_gates", "_granting", "_sessions")
+    __slots__ = ("_client", "_gates", "_granting", "_handed", "_sessions")
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._sessions: dict[int, Session] = {}
-        self._granting: dict[int, gevent.event.Event] = {}
+        self._sessions: dict[tuple[int, int], Session] = {}
+        self._granting: dict[tuple[int, int], gevent.event.Event] = {}
         self._gates: dict[bytes, FifoGate] = {}
+        self._handed: dict[bytes, Handed] = {}
 
     def __repr__(self) -> str:
-        ttls = ",".join(str(t) for t in sorted(self._sessions)) or "-"
+        ttls = ",".join(sorted({str(t) for t, _slot in self._sessions})) or "-"
         return f"<SessionPool ttls={ttls} gates={len(self._gates)}>"
 
-    def current(self, ttl: int) -> Session | None:
-        """The live session of ``ttl`` if one exists; no I/O."""
-        session = self._sessions.get(ttl)
+    def current(self, ttl: int, slot: int = 0) -> Session | None:
+        """The live session of ``ttl`` (in ``slot``, 0 or 1) if one exists; no I/O."""
+        session = self._sessions.get((ttl, slot))
         if session is None or session.closed or session.lost.is_set():
             return None
         return session
 
-    def session(self, ttl: int, *, deadline: float | None = None) -> Session:
-        """The live session of ``ttl``, granting one (kept alive) if there is none.
+    def session(self, ttl: int, *, deadline: float | None = None, slot: int = 0) -> Session:
+        """The live session of ``ttl`` (in ``slot``), granting one (kept alive) if none.
 
         Raises what the lease grant raises (OutcomeUnknown, ClusterUnavailable,
         ClientClosed...), or DeadlineExceeded if ``deadline`` (monotonic) passes while another
@@ -70,27 +90,66 @@ class SessionPool:
         """
         check_ttl(ttl)
         while True:
-            session = self.current(ttl)
+            session = self.current(ttl, slot)
             if session is not None:
                 return session
-            pending = self._granting.get(ttl)
+            pending = self._granting.get((ttl, slot))
             if pending is None:
-                return self._grant(ttl, deadline)
+                return self._grant(ttl, slot, deadline)
             if not pending.wait(remaining(deadline)):
                 raise DeadlineExceeded(f"no session of ttl {ttl} before the deadline")
 
-    def _grant(self, ttl: int, deadline: float | None) -> Session:
-        done = self._granting[ttl] = gevent.event.Event()
+    def partner(self, ttl: int, session: Session) -> Session | None:
+        """The live session of ``ttl`` in the other slot than ``session``'s, or None (no
+        I/O). When it is missing, one is granted in a greenlet of the client for next time;
+        None as well when ``session`` is not one of this pool's live sessions."""
+        for slot in (0, 1):
+            if self._sessions.get((ttl, slot)) is session:
+                other = 1 - slot
+                break
+        else:
+            return None
+        found = self.current(ttl, other)
+        if found is None and (ttl, other) not in self._granting and not self._client.closed:
+            self._client.spawn(self._grant_quietly, ttl, other)
+        return found
+
+    def _grant_quietly(self, ttl: int, slot: int) -> None:
         try:
-            old = self._sessions.pop(ttl, None)
+            self.session(ttl, slot=slot)
+        except EtcdError as exc:
+            log.info("no partner session of ttl %d (%s); hand-offs take two requests", ttl, exc)
+
+    def _grant(self, ttl: int, slot: int, deadline: float | None) -> Session:
+        done = self._granting[ttl, slot] = gevent.event.Event()
+        try:
+            old = self._sessions.pop((ttl, slot), None)
             if old is not None:
                 old.close()  # lost already: no revoke is sent, it only leaves the keepalive
             session = self._client.session(ttl, timeout=remaining(deadline))
-            self._sessions[ttl] = session
+            self._sessions[ttl, slot] = session
             return session
         finally:
-            del self._granting[ttl]
+            del self._granting[ttl, slot]
             done.set()
+
+    def hand(self, prefix: bytes, gate: FifoGate, handed: Handed) -> None:
+        """Give ``gate`` (held by the caller) to its next waiter together with ``handed``,
+        which that waiter gets from :meth:`take`. No I/O, never raises, never switches.
+        The caller checks that the gate has a waiter."""
+        self._handed[prefix] = handed
+        gate.release()
+
+    def take(self, prefix: bytes) -> Handed | None:
+        """The key handed to the caller, the new holder of the prefix's gate (no I/O)."""
+        return self._handed.pop(prefix, None)
+
+    def orphan(self, prefix: bytes, gate: FifoGate) -> Handed | None:
+        """After a waiter left the gate without holding it (timeout, kill): a handed key
+        that nobody holds any more, which the caller must delete. No I/O."""
+        if gate.held:
+            return None  # handed on to the next waiter, which takes it
+        return self._handed.pop(prefix, None)
 
     def gate(self, prefix: bytes) -> FifoGate:
         """The FIFO gate of ``prefix`` (created on first use). Acquire it before yielding

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(120)
 GREENLETS = 200
 ITERATIONS = 20
 MANY_CLIENTS = 10
-MANY_ITERATIONS = int(os.environ.get("GEETCD_LOCK_ITERATIONS", "4"))
+MANY_ITERATIONS = int(os.environ.get("GEETCD_LOCK_ITERATIONS", "6"))
 
 
 @pytest.fixture
@@ -241,6 +241,87 @@ def test_waiter_that_times_out_or_is_killed_deletes_its_key(
         holder.release()
         late = b.lock("gone")
         assert late.acquire(timeout=5)  # nobody stale in front
+        late.release()
+
+
+def requests_made(clients: list[geetcd.Client]) -> int:
+    """Successful unary requests plus watch streams opened, by these clients."""
+    return sum(m.ok_count for c in clients for m in c.cluster_state.members)
+
+
+def test_server_requests_per_acquisition_stay_flat(etcd_cluster: EtcdCluster, ns: str) -> None:
+    def per_acquisition(contenders: int, rounds: int) -> float:
+        clients = [geetcd.Client(etcd_cluster.endpoints, namespace=ns) for _ in range(contenders)]
+        try:
+            for c in clients:  # sessions and connections first
+                warm = c.lock(f"warm-{contenders}")
+                assert warm.acquire(timeout=10)
+                warm.release()
+            before = requests_made(clients)
+
+            def loop(c: geetcd.Client) -> None:
+                lock = c.lock(f"flat-{contenders}")
+                for _ in range(rounds):
+                    assert lock.acquire(timeout=30)
+                    gevent.sleep(0.002)
+                    lock.release()
+
+            gevent.joinall([gevent.spawn(loop, c) for c in clients], raise_error=True)
+            return (requests_made(clients) - before) / (contenders * rounds)
+        finally:
+            for c in clients:
+                c.close()
+
+    few, many = per_acquisition(3, 8), per_acquisition(24, 2)
+    print(f"requests per acquisition: 3 contenders {few:.2f}, 24 contenders {many:.2f}")
+    assert few <= 6.5 and many <= 6.5  # no herd: each waiter watches one key
+    assert abs(many - few) < 1.0
+
+
+def test_hand_off_between_greenlets_is_one_request(client: geetcd.Client) -> None:
+    def rounds(greenlets: int, each: int) -> None:
+        def loop() -> None:
+            for _ in range(each):
+                lock = client.lock("local")
+                assert lock.acquire(timeout=10)
+                gevent.sleep(0)
+                lock.release()
+
+        gevent.joinall([gevent.spawn(loop) for _ in range(greenlets)], raise_error=True)
+
+    rounds(2, 3)  # the first local hand-off grants the client's partner session
+    assert wait_until(lambda: client._shared_sessions().current(60, 1) is not None, 5)
+    before = requests_made([client])
+    rounds(10, 10)
+    assert (requests_made([client]) - before) / 100 <= 1.1
+    assert waiter_keys(client, "local") == []
+
+
+def test_waiter_killed_during_the_hand_off_leaves_no_key(
+    etcd_cluster: EtcdCluster, client: geetcd.Client, ns: str
+) -> None:
+    warm = [client.lock("handed"), client.lock("handed")]
+    assert warm[0].acquire(timeout=5)
+    g = gevent.spawn(warm[1].acquire, 5)
+    gevent.sleep(0.05)
+    warm[0].release()  # grants the partner session in the background
+    g.join(timeout=5)
+    warm[1].release()
+    assert wait_until(lambda: client._shared_sessions().current(60, 1) is not None, 5)
+    holder = client.lock("handed")
+    assert holder.acquire(timeout=5)
+    waiter = gevent.spawn(client.lock("handed").acquire, 10)
+    gevent.sleep(0.05)
+    # The kill lands while the release's txn (delete ours, create the waiter's) is in
+    # flight: the created key has nobody to take it and must go.
+    waiter.kill(block=False)
+    holder.release()
+    waiter.join(timeout=5)
+    assert isinstance(waiter.value, gevent.GreenletExit)
+    assert wait_until(lambda: waiter_keys(client, "handed") == [], 5)
+    with geetcd.Client(etcd_cluster.endpoints, namespace=ns) as other:
+        late = other.lock("handed")
+        assert late.acquire(timeout=5)
         late.release()
 
 
