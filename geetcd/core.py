@@ -9,6 +9,7 @@ never on the facade's insides. Building a core does no network I/O.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -99,6 +100,7 @@ class Core:
             self.executor.auth = TokenAuth(user, password)
         self._closed = False
         self._started = False
+        self._pid = os.getpid()
         self._close_hooks: list[Callable[[], None]] = []
         # Built eagerly, without I/O: their greenlets start on first use.
         self.watch_hub = WatchHub(self)
@@ -110,9 +112,29 @@ class Core:
         """True once :meth:`close` was called."""
         return self._closed
 
+    @property
+    def forked(self) -> bool:
+        """True in a process forked from the one that built this core, until that process
+        first uses it (every call, watch and lease starts with :meth:`start`, which adopts
+        the core: see there)."""
+        return os.getpid() != self._pid
+
     def start(self) -> None:
         """Start the cluster state's background work (sync, probes) once; idempotent.
-        Every feature calls it before its first request."""
+        Every feature calls it before its first request.
+
+        In a forked child (``gunicorn --preload``, locust ``--processes``, ``os.fork``), the
+        first call adopts the core for the child. What the child gets: the same members,
+        health, auth token and options, and fresh connections (every socket inherited from
+        the parent was severed at the fork: the child never reads or writes a byte of the
+        parent's connections; see :func:`geetcd.transport.sever_inherited_sockets`). What it
+        does not get: the parent's watches end in the child with WatchCanceled (reason
+        ``"forked"``: watch again in the child) and its kept-alive leases and sessions are
+        lost in the child (LeaseLoss.INHERITED: the parent keeps refreshing them; the child
+        never refreshes or revokes them on close). The parent's client is untouched.
+        """
+        if os.getpid() != self._pid:
+            self._adopt_after_fork()
         if not self._started:
             self._started = True
             self.cluster.start()
@@ -161,6 +183,14 @@ class Core:
             log.exception("error while ending the client's greenlets; continuing")
         finally:
             self.transport.close()
+
+    def _adopt_after_fork(self) -> None:
+        self._pid = os.getpid()
+        log.info(
+            "geetcd client used in forked process %d: inherited watches and leases end", self._pid
+        )
+        self.watch_hub.drop_inherited()
+        self.keepalive.drop_inherited()
 
     # ------------------------------------------------------------------ calls
     def call(  # noqa: PLR0917 - path, body, parse, idempotent read best in order

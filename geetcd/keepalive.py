@@ -112,6 +112,9 @@ class LeaseLoss(enum.StrEnum):
     """No refresh succeeded before its last known expiry (the cluster was unreachable)."""
     CLOSED = "closed"
     """The client was closed while the lease was kept alive; nothing refreshes it any more."""
+    INHERITED = "inherited"
+    """This process was forked from the one that keeps the lease alive: the parent still
+    refreshes it, this process does not (and does not revoke it when its client closes)."""
 
 
 @dataclass(slots=True)
@@ -292,7 +295,7 @@ class KeepAlive:
 
     # ------------------------------------------------------------------ scheduler
     def _run(self) -> None:
-        while not self._closed:
+        while not self._closed and not self._core.forked:
             try:
                 self._run_once()
             except Exception:
@@ -487,6 +490,21 @@ class KeepAlive:
             else:
                 due = self._next_due(lease, lease.schedule.expires_at - lease.ttl)
             self._schedule(lease, due)
+
+    def drop_inherited(self) -> None:
+        """In a forked child (see :meth:`Core.start`): every lease kept alive by the parent
+        is lost here (LeaseLoss.INHERITED) and forgotten with its session, without I/O; the
+        scheduler starts afresh with the next kept-alive lease. Never raises."""
+        runner, self._runner = self._runner, None
+        if runner is not None and runner is not gevent.getcurrent():
+            runner.kill(block=False)
+        self._slots = None
+        self._sessions.clear()
+        leases = list(self._kept.values())
+        self._kept.clear()
+        self._heap.clear()
+        for lease in leases:
+            lease.keepalive_lost(LeaseLoss.INHERITED)
 
     # ------------------------------------------------------------------ sessions and close
     def add_session(self, session: KeptSession) -> None:

@@ -42,6 +42,7 @@ from geetcd.errors import (
     ConnectionLost,
     DeadlineExceeded,
     EtcdError,
+    WatchCanceled,
 )
 from geetcd.models import WatchResponse
 from geetcd.protocol.codec import encode_json
@@ -273,6 +274,8 @@ class ServerStream:
                 gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures - 1))
             if self.done or core.closed:
                 raise _Stop
+            if core.forked:
+                raise inherited_watch_error()
             try:
                 connection, member, headers, started = executor.run(
                     self._open,
@@ -425,6 +428,14 @@ class ServerStream:
                 self.stop()
 
 
+def inherited_watch_error() -> WatchCanceled:
+    """The error that ends, in a forked child, a watch its parent created."""
+    return WatchCanceled(
+        "this watch was created by the parent process before the fork; watch again in this process",
+        reason="forked",
+    )
+
+
 def _wake_all(waiters: list[Waiter[None]]) -> None:
     for waiter in waiters:
         waiter.switch(None)
@@ -496,6 +507,25 @@ class WatchHub:
                 stream.greenlet.kill(block=False)
         self.streams.clear()
         self.shared.clear()
+
+    def drop_inherited(self) -> None:
+        """In a forked child (see :meth:`Core.start`): end every watch inherited from the
+        parent with WatchCanceled (reason ``"forked"``); their streams are forgotten and
+        their greenlets killed. New watches work as usual. Never raises."""
+        error = inherited_watch_error()
+        for stream in list(self.streams):
+            stream.done = True
+            subscribers = list(stream.subscribers)
+            stream.subscribers.clear()
+            for sub in subscribers:
+                sub.hub_finish(error)
+            stream.created.set()
+            if stream.greenlet is not None and stream.greenlet is not gevent.getcurrent():
+                stream.greenlet.kill(block=False)
+        self.streams.clear()
+        self.shared.clear()
+        self.runners.clear()
+        self._probing.clear()
 
     # ------------------------------------------------------------------ liveness
     def _supervise(self) -> None:
