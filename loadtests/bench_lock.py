@@ -16,9 +16,10 @@ number of contenders, every contender loops ``acquire(); release()`` on one lock
 
 Printed per cell: acquisitions/s; hand-off latency p50/p99 (from the moment the holder calls
 release() to the moment the next acquire() returns; with one contender it is its own
-release plus re-acquire); and the server requests per acquisition (successful unary requests
-plus watch streams opened, from ``Member.ok_count`` of every client, warm-up excluded, keepalives
-included). Without a herd, the requests per acquisition stay flat as contenders grow.
+release plus re-acquire); and the server requests per acquisition: every HTTP request the
+clients sent (unary requests and watch streams opened, counted at the transport, warm-up
+excluded, keepalives included), split into unary and watch. Without a herd, the requests
+per acquisition stay flat as contenders grow.
 """
 
 from __future__ import annotations
@@ -29,14 +30,33 @@ import secrets
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import gevent
 
 import geetcd
 from geetcd.bench.histogram import LatencyHistogram
 from geetcd.testing import EtcdCluster
+from geetcd.transport import RawResponse, Stream, Transport
 
 TTL = 60
+
+
+class CountingTransport(Transport):
+    """The client's transport, counting the requests it sends (unary and streams)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.unary = 0
+        self.streams = 0
+
+    def request(self, *args: Any, **kwargs: Any) -> RawResponse:
+        self.unary += 1
+        return super().request(*args, **kwargs)
+
+    def open_stream(self, *args: Any, **kwargs: Any) -> Stream:
+        self.streams += 1
+        return super().open_stream(*args, **kwargs)
 
 
 @dataclass
@@ -49,10 +69,12 @@ class Cell:
     p50_ms: float
     p99_ms: float
     requests_per_acquisition: float
+    unary_per_acquisition: float
+    watches_per_acquisition: float
 
 
-def _requests(clients: list[geetcd.Client]) -> int:
-    return sum(m.ok_count for c in clients for m in c.cluster_state.members)
+def _requests(transports: list[CountingTransport]) -> tuple[int, int]:
+    return sum(t.unary for t in transports), sum(t.streams for t in transports)
 
 
 def run_cell(endpoints: list[str], mode: str, contenders: int, seconds: float) -> Cell:
@@ -60,14 +82,15 @@ def run_cell(endpoints: list[str], mode: str, contenders: int, seconds: float) -
     contender finishes the acquisition it is waiting for, then stops)."""
     namespace = f"/geetcd-bench/lock/{secrets.token_hex(4)}/"
     count = contenders if mode == "clients" else 1
-    clients = [geetcd.Client(endpoints, namespace=namespace) for _ in range(count)]
+    transports = [CountingTransport() for _ in range(count)]
+    clients = [geetcd.Client(endpoints, namespace=namespace, transport=t) for t in transports]
     try:
         for c in clients:  # warm-up: the session lease and a connection of every client
             warm = c.lock("warm-up", ttl=TTL)
             warm.acquire(timeout=30)
             warm.release()
         gevent.sleep(0.2)
-        before = _requests(clients)
+        before = _requests(transports)
         handoffs: list[float] = []
         released_at: list[float | None] = [None]
         acquired = [0, 0]  # inside the window, in total
@@ -90,7 +113,9 @@ def run_cell(endpoints: list[str], mode: str, contenders: int, seconds: float) -
         gevent.joinall([gevent.spawn(contender, i) for i in range(contenders)], raise_error=True)
         elapsed = min(time.monotonic(), stop_at) - started
         gevent.sleep(0.2)  # background cleanups, if any, count too
-        requests = _requests(clients) - before
+        after = _requests(transports)
+        unary, watches = after[0] - before[0], after[1] - before[1]
+        total = max(1, acquired[1])
         histogram = LatencyHistogram(x * 1000.0 for x in handoffs)
         return Cell(
             mode=mode,
@@ -100,7 +125,9 @@ def run_cell(endpoints: list[str], mode: str, contenders: int, seconds: float) -
             rate=round(acquired[0] / elapsed, 1),
             p50_ms=round(histogram.percentile(0.50), 2),
             p99_ms=round(histogram.percentile(0.99), 2),
-            requests_per_acquisition=round(requests / max(1, acquired[1]), 2),
+            requests_per_acquisition=round((unary + watches) / total, 2),
+            unary_per_acquisition=round(unary / total, 2),
+            watches_per_acquisition=round(watches / total, 2),
         )
     finally:
         for c in clients:
@@ -130,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(
             f"{'mode':<10} {'contenders':>10} {'acq/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'req/acq':>8} {'acquisitions':>12}"
+            f"{'req/acq':>8} {'unary':>6} {'watch':>6} {'acquisitions':>12}"
         )
         for mode in modes:
             for n in contenders:
@@ -139,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{cell.mode:<10} {cell.contenders:>10} {cell.rate:>8.1f} "
                     f"{cell.p50_ms:>8.2f} {cell.p99_ms:>8.2f} "
-                    f"{cell.requests_per_acquisition:>8.2f} {cell.acquisitions:>12}",
+                    f"{cell.requests_per_acquisition:>8.2f} {cell.unary_per_acquisition:>6.2f} "
+                    f"{cell.watches_per_acquisition:>6.2f} {cell.acquisitions:>12}",
                     flush=True,
                 )
     finally:

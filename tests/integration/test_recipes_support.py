@@ -7,11 +7,34 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import gevent
 import gevent.subprocess
 
 from geetcd.testing.binary import find_etcd_binary
+from geetcd.transport import RawResponse, Stream, Transport
+
+
+class CountingTransport(Transport):
+    """A client's real transport that counts the HTTP requests it sends to etcd."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.unary = 0
+        self.streams = 0
+
+    @property
+    def sent(self) -> int:
+        return self.unary + self.streams
+
+    def request(self, *args: Any, **kwargs: Any) -> RawResponse:
+        self.unary += 1
+        return super().request(*args, **kwargs)
+
+    def open_stream(self, *args: Any, **kwargs: Any) -> Stream:
+        self.streams += 1
+        return super().open_stream(*args, **kwargs)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.05) -> bool:
