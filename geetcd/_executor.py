@@ -526,9 +526,12 @@ def check_retry(retry: object) -> Retry:
 def parse_answer(parse: Callable[[dict[str, Any]], T], data: bytes, url: str) -> T:
     """``parse(json)`` of a 200 answer; an answer of the wrong shape (``{"kvs": "x"}``,
     ``{"header": "ok"}``, ``{"kvs": [null]}``) raises MalformedResponse with the cause."""
-    obj = decode_json(data)
     try:
-        return parse(obj)
+        return parse(decode_json(data))
+    except MalformedResponse as exc:
+        if exc.member is None:
+            exc.member = url  # the codec does not know who answered
+        raise
     except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
         if isinstance(exc, EtcdError):
             raise

@@ -35,7 +35,13 @@ import gevent.event
 import gevent.pool
 
 from geetcd.config import Backoff, ExponentialBackoff
-from geetcd.errors import ClusterMismatch, ClusterUnavailable, EtcdError, InvalidArgument
+from geetcd.errors import (
+    ClusterMismatch,
+    ClusterUnavailable,
+    EtcdError,
+    InvalidArgument,
+    InvalidType,
+)
 from geetcd.models import Header, MemberList
 from geetcd.transport import parse_endpoint
 
@@ -131,7 +137,7 @@ def normalize_endpoints(endpoints: str | Iterable[str]) -> list[str]:
     elif isinstance(endpoints, Iterable):
         items = [e.strip() if isinstance(e, str) else e for e in endpoints]
     else:
-        raise InvalidArgument(f"endpoints must be a str or a list of str, got {endpoints!r}")
+        raise InvalidType(f"endpoints must be a str or a list of str, got {endpoints!r}")
     urls: list[str] = []
     for item in items:
         if item == "":
