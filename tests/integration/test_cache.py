@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
 from typing import Any
 
 import gevent
 import gevent.event
 import pytest
+from polling import wait_for
 
 import geetcd
 from geetcd import EventType, Op
 from geetcd.cache import PrefixCache
 from geetcd.testing import EtcdCluster
 from geetcd.watch import hub_for
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.02)
 
 
 def mirror_matches(client: geetcd.Client, cache: PrefixCache) -> None:

@@ -12,6 +12,7 @@ import uuid
 
 import gevent
 import pytest
+from polling import wait_for
 
 import geetcd
 from geetcd import MemberState
@@ -120,7 +121,11 @@ def test_no_quorum_fails_within_the_deadline_then_recovers(healed_cluster: EtcdC
         client.put("q", "before")
         a.kill()
         b.kill()
-        gevent.sleep(2.0)  # the survivor notices it has no leader (~1.4 s)
+        (survivor,) = [m for m in healed_cluster.members if m not in (a, b)]
+        wait_for(  # the survivor notices it has no leader (~1.4 s)
+            lambda: survivor.metrics().get("etcd_server_has_leader") == 0,
+            what="the survivor to lose its leader",
+        )
         for call in (
             lambda: client.put("q", "during", timeout=3.0),
             lambda: client.get("q", timeout=3.0),

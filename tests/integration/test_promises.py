@@ -5,7 +5,6 @@ after ``close()`` raises ClientClosed, the README's lock compare can succeed, an
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 
 import pytest
@@ -14,22 +13,6 @@ import geetcd
 from geetcd import Compare, Op, Retry, v2
 
 pytestmark = pytest.mark.timeout(60)
-
-# Every public Client method that sends a request to etcd.
-CALLS = [
-    "range", "get", "iter_prefix", "put", "delete", "txn", "put_if_absent", "replace",
-    "compact", "status", "member_list", "lease", "session", "leases", "revoke_lease",
-    "lease_time_to_live", "watch",
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("name", CALLS)
-def test_every_call_takes_timeout_and_retry(name: str) -> None:
-    parameters = inspect.signature(getattr(geetcd.Client, name)).parameters
-    assert "timeout" in parameters, name
-    if name != "watch":  # a watch retries for ever by design: it has no retry budget
-        assert "retry" in parameters, name
-        assert parameters["retry"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 def test_retry_is_used_by_the_calls_that_lacked_it(etcd_client: geetcd.Client) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import gevent
 import pytest
+from polling import wait_for
 
 import geetcd
 from geetcd import v2
@@ -30,14 +31,6 @@ def etcd(etcd_endpoints: list[str]) -> Iterator[v2.Client]:
 def p(etcd_prefix: str) -> str:
     """The test's key prefix without the trailing slash, e.g. /geetcd-test/test_x-1a2b3c4d."""
     return etcd_prefix.rstrip("/")
-
-
-def _wait_for(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        gevent.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------- set / get
@@ -293,9 +286,9 @@ def test_watch_timeout_and_server_watchers_released(etcd: v2.Client, p: str) -> 
         etcd.watch(f"{p}/quiet", timeout=0.5)
     assert time.monotonic() - started < 5
     waiter = gevent.spawn(etcd.watch, f"{p}/quiet", recursive=True)
-    _wait_for(lambda: etcd.stats_store()["watchers"] >= 1)
+    wait_for(lambda: etcd.stats_store()["watchers"] >= 1)
     waiter.kill()
-    _wait_for(lambda: etcd.stats_store()["watchers"] == 0)
+    wait_for(lambda: etcd.stats_store()["watchers"] == 0)
     # The connections were closed, not pooled: unary calls still work.
     assert etcd.set(f"{p}/quiet", "x").action == "set"
 
@@ -327,7 +320,7 @@ def test_watcher_delivers_in_order_and_cancels(etcd: v2.Client, p: str) -> None:
         assert "active" in repr(watch) and watch.serving in etcd.endpoints
     assert watch.canceled and watch.get(timeout=0.1) is None
     assert list(watch) == []
-    _wait_for(lambda: etcd.stats_store()["watchers"] == 0)
+    wait_for(lambda: etcd.stats_store()["watchers"] == 0)
 
 
 def test_watcher_iteration_ends_on_cancel_from_another_greenlet(etcd: v2.Client, p: str) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
 import gevent.event
 import pytest
+from polling import wait_for
 
 import geetcd
 from geetcd import EventType, Op
@@ -17,14 +18,6 @@ from geetcd.testing import EtcdCluster
 from geetcd.watch import WatchBatch, WatchFilter, hub_for
 
 WATCHERS = "etcd_debugging_mvcc_watcher_total"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.02)
 
 
 def watchers(server: EtcdCluster) -> float:

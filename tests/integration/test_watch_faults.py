@@ -8,12 +8,13 @@ from a healthy member. Equal lists mean no event lost, none repeated, order kept
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import gevent
 import gevent.event
 import pytest
+from polling import wait_for
 
 import geetcd
 from geetcd.testing import EtcdCluster, EtcdMember
@@ -22,14 +23,6 @@ from geetcd.watch import Watch
 pytestmark = pytest.mark.fault
 
 NAMESPACE = "/watch-faults/"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.02)
 
 
 class Writer:
