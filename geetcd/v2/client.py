@@ -189,18 +189,22 @@ class Client:
         idempotent: bool,
         timeout: float | None,
         headers: Mapping[str, str] = proto.PLAIN_HEADERS,
+        deadline: float | None = None,
+        endpoint: str | None = None,
     ) -> T:
-        executor = self._client.core.executor
-        self._client.core.cluster.start()
+        core = self._client.core
+        core.start()
+        executor = core.executor
         return executor.execute(
             method,
             path,
             body,
             interpret,
             idempotent=idempotent,
-            deadline=executor.deadline(timeout),
+            deadline=executor.deadline(timeout) if deadline is None else deadline,
             v3=False,
             headers=headers,
+            endpoint=endpoint,
         )
 
     def _send(self, request: proto.Request, timeout: float | None) -> Response:
@@ -457,9 +461,12 @@ class Client:
         Only the leader has these: the leader is looked up (``leader()``, any member) and
         then asked once at its client URL. A member that lost leadership in between answers
         403 ``not current leader`` (raised as ServerError); transport failures are raised as
-        the transport reports them (no failover: no other member can answer).
+        the transport reports them (no failover: no other member can answer). A leader among
+        the client's members is asked through the attempt loop pinned to it (``endpoint=``);
+        one the client does not know (endpoints given as a subset) is asked directly.
         """
-        executor = self._client.core.executor
+        core = self._client.core
+        executor = core.executor
         deadline = executor.deadline(timeout)
         leader = self.leader(timeout=max(0.001, deadline - _monotonic()))
         if not leader.client_urls:
@@ -468,7 +475,24 @@ class Client:
         remaining = deadline - _monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("stats_leader: deadline passed after the leader lookup")
-        raw = self._client.core.transport.request(
+
+        def interpret(raw: RawResponse, member: Member) -> dict[str, Any]:
+            if raw.status != 200:
+                raise proto.error_from_answer(raw.status, raw.data, raw.headers, member.url)
+            return proto.parse_stats(raw.data)
+
+        if any(member.url == url for member in core.cluster.members):
+            return self._execute(
+                "GET",
+                proto.STATS_LEADER,
+                None,
+                interpret,
+                idempotent=True,
+                timeout=None,
+                deadline=deadline,
+                endpoint=url,
+            )
+        raw = core.transport.request(
             url,
             "GET",
             proto.STATS_LEADER,
