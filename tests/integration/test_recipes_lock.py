@@ -329,6 +329,21 @@ def test_waiter_killed_during_the_hand_off_leaves_no_key(
         late.release()
 
 
+def test_locks_and_elections_of_a_client_share_its_session_per_ttl(client: geetcd.Client) -> None:
+    a, b, other = client.lock("share-a"), client.lock("share-b"), client.lock("share-c", ttl=30)
+    election = client.election("share-e")
+    assert a.acquire(timeout=5) and b.acquire(timeout=5) and other.acquire(timeout=5)
+    assert election.campaign("v", timeout=5)
+    assert a.key is not None and b.key is not None and other.key is not None
+    assert election.key is not None
+    assert lease_of(a.key) == lease_of(b.key) == lease_of(election.key)
+    assert lease_of(other.key) != lease_of(a.key)
+    assert client.lease_time_to_live(lease_of(other.key)).granted_ttl == 30
+    for held in (a, b, other):
+        held.release()
+    election.resign()
+
+
 # ------------------------------------------------------------------ lost sessions
 def test_lease_revoked_elsewhere_sets_lost_and_next_waiter_gets_the_lock(
     etcd_cluster: EtcdCluster, ns: str
