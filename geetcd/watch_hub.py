@@ -398,8 +398,7 @@ class ServerStream:
 
     def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
         self._failures = 0
-        self._auth_retried = False
-        self.hub.core.cluster.mark_success(member, _monotonic() - started)
+        self._auth_retried = False  # (the open was counted a success by the attempt loop)
         if self.ever_created:
             return
         if not self.next_revision:

@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import gevent.queue
+
+from geetcd.errors import ConnectionLost
 from geetcd.transport import RawResponse
 
 
@@ -28,6 +31,43 @@ class Call:
 Handler = Callable[[Call, int], RawResponse]
 
 
+class FakeStream:
+    """A streaming answer fed by the test (``feed(bytes)``, ``end()``), with the interface of
+    geetcd.transport.Stream. ``abort()`` wakes the reader with ConnectionLost, as a socket
+    shutdown does."""
+
+    def __init__(self, url: str, status: int = 200, body: bytes = b"") -> None:
+        self.url = url
+        self.status = status
+        self.closed = False
+        self._chunks: gevent.queue.Queue[bytes | None] = gevent.queue.Queue()
+        self._error_body = body
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.put(data)
+
+    def end(self) -> None:
+        self._chunks.put(b"")
+
+    def read_chunk(self, size: int = 65536) -> bytes:
+        chunk = self._chunks.get()
+        if chunk is None:
+            raise ConnectionLost("stream aborted", member=self.url)
+        return chunk
+
+    def read_all(self) -> bytes:
+        return self._error_body
+
+    def abort(self) -> None:
+        self._chunks.put(None)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+StreamHandler = Callable[[Call, int], FakeStream]
+
+
 @dataclass
 class FakeTransport:
     """Answers each request with ``handler(call, n)`` (n = 1-based call number), which returns a
@@ -37,6 +77,8 @@ class FakeTransport:
     handler: Handler
     calls: list[Call] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    stream_handler: StreamHandler | None = None
+    streams: list[Call] = field(default_factory=list)
 
     def request(
         self,
@@ -60,6 +102,24 @@ class FakeTransport:
         )
         self.calls.append(call)
         return self.handler(call, len(self.calls))
+
+    def open_stream(
+        self,
+        url: str,
+        path: str,
+        body: bytes | None,
+        *,
+        connect_timeout: float,
+        first_byte_timeout: float,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+    ) -> FakeStream:
+        """A stream from ``stream_handler(call, n)`` (n = 1-based stream number)."""
+        call = Call(url, method, path, body, connect_timeout, first_byte_timeout, None, "stream")
+        self.streams.append(call)
+        if self.stream_handler is None:
+            raise ConnectionLost("no stream handler", member=url)
+        return self.stream_handler(call, len(self.streams))
 
     def pool_usage(self, url: str) -> tuple[int, int]:
         """No pools here: every member looks idle to the pick policies."""
