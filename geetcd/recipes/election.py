@@ -201,8 +201,9 @@ class Election:
     def proclaim(self, value: str | bytes) -> None:
         """Set the leader's value without a new election. NotLeader when this candidate is
         not the leader (never won, resigned, key deleted or session lost); the candidacy
-        then ends. A proclaim whose answer is lost is sent again (it is guarded by the key's
-        create revision, so applying it twice changes nothing more)."""
+        then ends. A proclaim whose answer is lost is sent again, up to 3 times (it is guarded
+        by the key's create revision, so applying it twice only writes the same value twice:
+        observers may then see it twice, at two mod revisions); OutcomeUnknown after that."""
         raw = to_bytes(value, "value")
         held, session = self._held, self._session
         if held is None or session is None:
@@ -262,11 +263,15 @@ class Election:
 
     def observe(self) -> Iterator[KeyValue]:
         """Yield the leader's KeyValue now (once there is a leader) and at every change:
-        a new leader, or a new value proclaimed. Each distinct leader state is yielded
-        exactly once and in order, also across member failures and reconnects (the iterator
-        reads again and skips what it already yielded). Blocks between changes; ends when
-        the client is closed; raises non-recoverable errors (PermissionDenied...). Close
-        the generator (or break out of the loop) to stop watching."""
+        a new leader, or a new value proclaimed. Every leader state (leader key, value, mod
+        revision) is yielded exactly once and in order: each proclamation of each leader,
+        the next leader read at the revision of the old one's deletion. Member failures do
+        not break that (the watch resumes on another member from the last revision). After
+        an error the watch cannot resume from (the cluster unreachable past the client's
+        retries, a compacted revision), the current leader is read again: states between
+        may be missed, none is repeated. Blocks between changes; ends when the client is
+        closed; raises non-recoverable errors (PermissionDenied...). Close the generator
+        (or break out of the loop) to stop watching."""
         client = self._client
         last: tuple[bytes, int, int] | None = None
         failures = 0
