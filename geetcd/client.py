@@ -33,12 +33,18 @@ from geetcd.transport import Transport
 from geetcd.txn import Compare, Comparison, Op, TxnOp, check_txn, lease_id, txn_body
 
 if TYPE_CHECKING:
+    import os
+    from typing import IO
+
     from geetcd.auth import AuthAdmin as _AuthAdmin
     from geetcd.cache import PrefixCache as _PrefixCache
     from geetcd.lease import Lease as _Lease
     from geetcd.lease import Session as _Session
+    from geetcd.maintenance import SnapshotInfo as _SnapshotInfo
     from geetcd.models import Event as _Event
     from geetcd.models import LeaseInfo as _LeaseInfo
+    from geetcd.protocol.maintenance import Alarm as _Alarm
+    from geetcd.protocol.maintenance import MemberAddResponse as _MemberAddResponse
     from geetcd.recipes.election import Election as _Election
     from geetcd.recipes.lock import Lock as _Lock
     from geetcd.recipes.sessions import SessionPool as _SessionPool
@@ -423,12 +429,19 @@ class Client:
         return header
 
     # ------------------------------------------------------------------ cluster / maintenance
-    def status(self, *, timeout: float | None = None, retry: Retry | None = None) -> Status:
-        """The status of the member that answered (its id is ``header.member_id``)."""
-        result: Status = self._call(
-            cluster_proto.STATUS, {}, cluster_proto.parse_status, True, timeout, retry
-        )
-        return result
+    def status(
+        self,
+        endpoint: str | None = None,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Status:
+        """The status of the member at ``endpoint`` (a URL of a known member: only that one
+        is asked, no failover), or of whichever member the client picks when None (its id is
+        ``header.member_id``)."""
+        from geetcd import maintenance
+
+        return maintenance.status(self._core, endpoint, timeout=timeout, retry=retry)
 
     def member_list(
         self, *, timeout: float | None = None, retry: Retry | None = None
@@ -438,6 +451,106 @@ class Client:
             cluster_proto.MEMBER_LIST, {}, cluster_proto.parse_member_list, True, timeout, retry
         )
         return result
+
+    def member_add(
+        self,
+        peer_urls: str | Sequence[str],
+        *,
+        learner: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> _MemberAddResponse:
+        """Add a member (a learner if ``learner``): ``.member`` is the new one, ``.members``
+        the list. Not idempotent (OutcomeUnknown on a lost answer); UnhealthyCluster,
+        FailedPrecondition... are refusals. See :mod:`geetcd.membership`."""
+        from geetcd import membership
+
+        return membership.member_add(
+            self._core, peer_urls, learner=learner, timeout=timeout, retry=retry
+        )
+
+    def member_remove(
+        self, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> MemberList:
+        """Remove a member; returns the members left (see :mod:`geetcd.membership`)."""
+        from geetcd import membership
+
+        return membership.member_remove(self._core, member_id, timeout=timeout, retry=retry)
+
+    def member_update(
+        self,
+        member_id: int,
+        peer_urls: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> MemberList:
+        """Set a member's peer URLs; returns the members (see :mod:`geetcd.membership`)."""
+        from geetcd import membership
+
+        return membership.member_update(
+            self._core, member_id, peer_urls, timeout=timeout, retry=retry
+        )
+
+    def member_promote(
+        self, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> MemberList:
+        """Promote a learner to a voting member (see :mod:`geetcd.membership`)."""
+        from geetcd import membership
+
+        return membership.member_promote(self._core, member_id, timeout=timeout, retry=retry)
+
+    def defragment(self, endpoint: str, *, timeout: float | None = None) -> None:
+        """Defragment the member at ``endpoint`` only (see geetcd.maintenance.defragment)."""
+        from geetcd import maintenance
+
+        maintenance.defragment(self._core, endpoint, timeout=timeout)
+
+    def alarm_list(
+        self, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> tuple[_Alarm, ...]:
+        """The active alarms (``Alarm(member_id, alarm)``), empty when none."""
+        from geetcd import maintenance
+
+        return maintenance.alarm_list(self._core, timeout=timeout, retry=retry)
+
+    def alarm_disarm(
+        self,
+        member_id: int | None = None,
+        alarm: str | None = None,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> tuple[_Alarm, ...]:
+        """Deactivate the matching active alarms (all of them with no arguments); returns
+        those deactivated (see geetcd.maintenance.alarm_disarm)."""
+        from geetcd import maintenance
+
+        return maintenance.alarm_disarm(self._core, member_id, alarm, timeout=timeout, retry=retry)
+
+    def move_leader(
+        self, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> None:
+        """Make ``member_id`` the leader; sent to the current leader only. Not idempotent."""
+        from geetcd import maintenance
+
+        maintenance.move_leader(self._core, member_id, timeout=timeout, retry=retry)
+
+    def snapshot(
+        self,
+        path_or_file: str | os.PathLike[str] | IO[bytes],
+        *,
+        endpoint: str | None = None,
+        progress: Callable[[int, int], object] | None = None,
+        timeout: float | None = None,
+    ) -> _SnapshotInfo:
+        """Stream a verified snapshot (sha256 trailer kept) into a path (via ``.part``,
+        fsync, rename) or a binary file; see geetcd.maintenance.snapshot."""
+        from geetcd import maintenance
+
+        return maintenance.snapshot(
+            self._core, path_or_file, endpoint=endpoint, progress=progress, timeout=timeout
+        )
 
     def sync_members(self) -> list[Member]:
         """Refresh the client's members from the cluster now; returns them."""

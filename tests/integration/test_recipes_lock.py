@@ -391,7 +391,11 @@ def test_closing_the_client_revokes_its_session_and_frees_the_lock(
         waiter = b.lock("closing")
         g = gevent.spawn(waiter.acquire, 10)
         assert wait_until(lambda: len(waiter_keys(b, "closing")) == 2, 5)
+        local = gevent.spawn(a.lock("closing").acquire, 10)  # queued in a's local FIFO
+        gevent.sleep(0.05)
         a.close()
+        local.join(timeout=3)
+        assert isinstance(local.exception, geetcd.ClientClosed)
         g.join(timeout=10)
         assert g.value is True
         assert b.lease_time_to_live(lease_of(lock.key)).ttl == -1
