@@ -11,6 +11,9 @@ One :class:`ClusterState` per client serves every unary call, watch stream and k
 * A member that passes a probe (a real KV request answered with a leader) is HEALTHY again.
   Members that auto-sync discovers start SUSPECT: usable only when no HEALTHY member is left,
   probed at once, then HEALTHY or DOWN.
+* Learners (``isLearner`` in the member list) are known members, so calls pinned to them
+  with ``endpoint=`` work, but :meth:`ClusterState.pick` never returns one: they refuse most
+  client requests. Promoted learners become pickable at the next member list applied.
 * Optional auto-sync refreshes the member list from ``/v3/cluster/member/list``: at start,
   every ``sync_interval`` seconds, and soon after a member fails. A list from another
   cluster id is refused (logged as an error, members unchanged).
@@ -86,6 +89,7 @@ class Member:
         "history",
         "id",
         "inflight",
+        "is_learner",
         "last_error",
         "latency",
         "name",
@@ -101,6 +105,7 @@ class Member:
         self.state = MemberState.HEALTHY
         self.latency = 0.0
         self.inflight = 0
+        self.is_learner = False
         self.failures = 0
         self.ok_count = 0
         self.last_error: BaseException | None = None
@@ -113,6 +118,7 @@ class Member:
 
     def __repr__(self) -> str:
         ident = f" {self.name}" if self.name else ""
+        ident += " learner" if self.is_learner else ""
         err = f" last_error={type(self.last_error).__name__}" if self.last_error else ""
         return (
             f"<Member{ident} {self.url} {self.state.value} latency={self.latency * 1000:.1f}ms "
@@ -224,10 +230,11 @@ class ClusterState:
             self._syncer = self._group.spawn(self._sync_loop)
 
     def _usable(self, avoid: Sequence[Member]) -> list[Member]:
-        healthy = [m for m in self.members if m.state is MemberState.HEALTHY and m not in avoid]
+        voters = [m for m in self.members if not m.is_learner and m not in avoid]
+        healthy = [m for m in voters if m.state is MemberState.HEALTHY]
         if healthy:
             return healthy
-        return [m for m in self.members if m.state is MemberState.SUSPECT and m not in avoid]
+        return [m for m in voters if m.state is MemberState.SUSPECT]
 
     def _choose(self, usable: list[Member]) -> Member:
         if self.policy is PickPolicy.STICKY_RANDOM:
@@ -241,15 +248,17 @@ class ClusterState:
     def pick(self, deadline: float, avoid: Sequence[Member] = ()) -> Member:
         """A member to send the next attempt to; never does I/O.
 
-        Prefers HEALTHY members, then SUSPECT ones, skipping ``avoid`` (members that already
-        failed this call) unless nothing else is usable. When every member is DOWN, waits
-        cooperatively for a probe to bring one back; raises ClusterUnavailable at ``deadline``
-        (a ``time.monotonic()`` value) with each member's last error.
+        Never returns a learner. Prefers HEALTHY members, then SUSPECT ones, skipping
+        ``avoid`` (members that already failed this call) unless nothing else is usable. When
+        every member is DOWN, waits cooperatively for a probe to bring one back; raises
+        ClusterUnavailable at ``deadline`` (a ``time.monotonic()`` value) with each member's
+        last error.
         """
         current = self._current
         if (
             current is not None
             and current.state is MemberState.HEALTHY
+            and not current.is_learner
             and self.policy is PickPolicy.STICKY_RANDOM
             and (not avoid or current not in avoid)
         ):
@@ -404,9 +413,10 @@ class ClusterState:
         return list(self.members)
 
     def apply_member_list(self, member_list: MemberList) -> None:
-        """Add members that appeared and drop those that left (by client URL).
+        """Add members that appeared and drop those that left (by client URL); learners are
+        kept with ``is_learner`` set (never picked), promoted ones lose it.
 
-        A list with no started member (no client URLs at all) is ignored.
+        A list with no started voting member (no client URLs at all) is ignored.
         """
         try:
             self._check_cluster_id(member_list.header.cluster_id, "member list")
@@ -417,30 +427,34 @@ class ClusterState:
                 self.cluster_id or 0,
             )
             raise
-        wanted: dict[str, tuple[int, str]] = {}
+        wanted: dict[str, tuple[int, str, bool]] = {}
         for info in member_list.members:
-            if info.is_learner:
-                continue
             for url in info.client_urls:
                 try:
                     (normalized,) = normalize_endpoints(url)
                 except InvalidArgument:
                     continue
-                wanted[normalized] = (info.id, info.name)
-        if not wanted:
+                wanted[normalized] = (info.id, info.name, info.is_learner)
+        if not any(not learner for _, _, learner in wanted.values()):
             return
         existing = {m.url: m for m in self.members}
         new_members: list[Member] = []
         added = False
-        for url, (member_id, name) in wanted.items():
+        for url, (member_id, name, learner) in wanted.items():
             member = existing.pop(url, None)
             if member is None:
                 member = Member(url, member_id=member_id, name=name)
                 member.state = MemberState.SUSPECT
                 added = True
-                log.info("etcd member %s (%s) joined the client's view", url, name)
+                kind = " (learner)" if learner else ""
+                log.info("etcd member %s (%s)%s joined the client's view", url, name, kind)
             else:
                 member.id, member.name = member_id, name
+                if member.is_learner and not learner:
+                    log.info("etcd member %s (%s) was promoted to a voting member", url, name)
+            member.is_learner = learner
+            if learner and self._current is member:
+                self._current = None
             new_members.append(member)
         self.members = new_members
         for gone in existing.values():

@@ -241,7 +241,29 @@ class AuthNotEnabled(AuthError):
 
 
 class QuotaExceeded(EtcdError):
-    """The database is over its space quota (NOSPACE alarm). Reads and deletes still work."""
+    """The database is over its space quota: a NOSPACE alarm is active, and every write
+    (put, txn with writes, lease grant) is refused until it is disarmed. Reads and deletes
+    still work. ``alarm`` is ``"NOSPACE"``; ``str(error)`` names it (etcd's own text, kept
+    as ``message``, "database space exceeded", does not). Free space (compact, defragment
+    every member), then call ``Client.alarm_disarm()``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        alarm: str = "NOSPACE",
+        code: int | None = None,
+        http_status: int | None = None,
+        member: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, http_status=http_status, member=member)
+        self.alarm = alarm
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.alarm in text:
+            return text
+        return f"{self.alarm} alarm active: {text}; compact, defragment, then alarm_disarm()"
 
 
 class ServerError(EtcdError):

@@ -1,0 +1,474 @@
+"""Maintenance calls: status, defragment, alarms, leader transfer and snapshots.
+
+Every call runs through the client's one attempt loop (``core.executor.run``). Calls about
+one member (:func:`status` with ``endpoint``, :func:`defragment`, :func:`snapshot` with
+``endpoint``) are pinned to that member with the loop's ``endpoint=``: every attempt goes
+there and only there, never to another member. :func:`move_leader` pins itself to the
+current leader. ``endpoint`` must be the URL of a member the client knows
+(``client.endpoints``, learners included); InvalidArgument otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+import gevent
+
+from geetcd._executor import Attempt, parse_answer
+from geetcd.config import Retry
+from geetcd.errors import (
+    ConnectionLost,
+    DeadlineExceeded,
+    EtcdError,
+    InvalidArgument,
+    InvalidType,
+    MalformedResponse,
+    ResponseTimeout,
+)
+from geetcd.models import Status
+from geetcd.protocol import cluster as cluster_proto
+from geetcd.protocol import maintenance as proto
+from geetcd.protocol.codec import encode_json
+from geetcd.protocol.errors import error_from_body
+from geetcd.protocol.kv import parse_header
+from geetcd.protocol.maintenance import ALARM_NAMES, Alarm, SnapshotDecoder, check_member_id
+
+if TYPE_CHECKING:
+    from geetcd.core import Core
+
+__all__ = [
+    "Alarm",
+    "SnapshotInfo",
+    "alarm_disarm",
+    "alarm_list",
+    "defragment",
+    "move_leader",
+    "snapshot",
+    "status",
+    "unary",
+]
+
+log = logging.getLogger("geetcd.maintenance")
+T = TypeVar("T")
+_monotonic = time.monotonic
+
+#: Default deadline of a defragmentation (it blocks the member's writes while it runs).
+DEFRAGMENT_TIMEOUT = 60.0
+#: Default deadline of a whole snapshot save.
+SNAPSHOT_TIMEOUT = 3600.0
+
+
+def unary(
+    core: Core,
+    path: str,
+    body: dict[str, Any],
+    parse: Callable[[dict[str, Any]], T],
+    *,
+    idempotent: bool,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+    endpoint: str | None = None,
+    attempt_timeout: float | None = None,
+    refine: Callable[[EtcdError], EtcdError] | None = None,
+) -> T:
+    """One POST of ``body`` to the gateway's ``path`` through the attempt loop; returns
+    ``parse(json)`` of the 200 answer. ``endpoint``: pinned to that member (no failover).
+    ``attempt_timeout``: this call's (default: the client's). ``refine(error)`` may turn an
+    error answer into a more precise error before the loop judges it."""
+    core.start()
+    executor = core.executor
+    deadline = executor.deadline(timeout)
+    payload = encode_json(body)
+    transport = core.transport
+
+    def do(attempt: Attempt) -> T:
+        member = attempt.member
+        response = transport.request(
+            member.url,
+            "POST",
+            executor.api_prefix + path,
+            payload,
+            connect_timeout=attempt.connect_timeout,
+            read_timeout=attempt.read_timeout,
+            deadline=attempt.deadline,
+            headers=attempt.headers,
+            what=path,
+            abandon=member.benched,
+        )
+        if response.status == 200:
+            return parse_answer(parse, response.data, member.url)
+        error = error_from_body(response.status, response.data, member.url)
+        raise refine(error) if refine is not None else error
+
+    return executor.run(
+        do,
+        what=path,
+        idempotent=idempotent,
+        deadline=deadline,
+        retry=retry,
+        endpoint=endpoint,
+        attempt_timeout=attempt_timeout,
+        gateway=True,
+    )
+
+
+def status(
+    core: Core,
+    endpoint: str | None = None,
+    *,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+) -> Status:
+    """The status of ``endpoint`` (only that member is asked), or of whichever member the
+    client picks when None (its id is ``header.member_id``)."""
+    return unary(
+        core,
+        cluster_proto.STATUS,
+        {},
+        cluster_proto.parse_status,
+        idempotent=True,
+        timeout=timeout,
+        retry=retry,
+        endpoint=endpoint,
+    )
+
+
+def defragment(core: Core, endpoint: str, *, timeout: float | None = None) -> None:
+    """Defragment the member at ``endpoint`` (only that one; it blocks its own writes while
+    it runs); returns once that member answered that it is done. The whole call, and each
+    attempt, may take up to ``timeout`` seconds (default :data:`DEFRAGMENT_TIMEOUT`);
+    retried on that member only."""
+    if endpoint is None:
+        raise InvalidArgument("defragment needs endpoint=, the URL of one member")
+    seconds = DEFRAGMENT_TIMEOUT if timeout is None else timeout
+    unary(
+        core,
+        proto.DEFRAGMENT,
+        {},
+        lambda obj: parse_header(obj.get("header")),
+        idempotent=True,
+        timeout=seconds,
+        endpoint=endpoint,
+        attempt_timeout=core.executor.deadline(seconds) - _monotonic(),
+    )
+
+
+def alarm_list(
+    core: Core, *, timeout: float | None = None, retry: Retry | None = None
+) -> tuple[Alarm, ...]:
+    """Every active alarm of the cluster (empty when none)."""
+    return unary(
+        core,
+        proto.ALARM,
+        proto.alarm_body("GET"),
+        proto.parse_alarms,
+        idempotent=True,
+        timeout=timeout,
+        retry=retry,
+    )
+
+
+def _check_alarm(alarm: object) -> str | None:
+    if alarm is None:
+        return None
+    if not isinstance(alarm, str):
+        raise InvalidType(f"alarm must be a str, got {type(alarm).__name__}")
+    name = alarm.upper()
+    if name not in ALARM_NAMES[1:]:
+        raise InvalidArgument(f"alarm must be one of {', '.join(ALARM_NAMES[1:])}, got {alarm!r}")
+    return name
+
+
+def alarm_disarm(
+    core: Core,
+    member_id: int | None = None,
+    alarm: str | None = None,
+    *,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+) -> tuple[Alarm, ...]:
+    """Deactivate the active alarms that match ``member_id`` and ``alarm`` (None matches
+    any; with no arguments, every active alarm) and return those it deactivated.
+
+    Lists the alarms first, then deactivates each one by member and type (a DEACTIVATE
+    without them does nothing through the gateway). Idempotent: deactivating an alarm that is
+    gone is no error.
+    """
+    wanted_id = None if member_id is None else check_member_id(member_id)
+    wanted = _check_alarm(alarm)
+    active = alarm_list(core, timeout=timeout, retry=retry)
+    chosen = tuple(
+        a
+        for a in active
+        if (wanted_id is None or a.member_id == wanted_id) and (wanted is None or a.alarm == wanted)
+    )
+    for a in chosen:
+        unary(
+            core,
+            proto.ALARM,
+            proto.alarm_body("DEACTIVATE", a.member_id, a.alarm),
+            proto.parse_alarms,
+            idempotent=True,
+            timeout=timeout,
+            retry=retry,
+        )
+        log.info("disarmed alarm %s of member %x", a.alarm, a.member_id)
+    return chosen
+
+
+def _leader_url(core: Core, timeout: float | None) -> tuple[int, str]:
+    """The current leader's id and the client URL of the member the client knows for it."""
+    current = status(core, timeout=timeout)
+    if current.leader is None:
+        raise InvalidArgument(
+            f"member {current.header.member_id:x} knows no leader: cannot move leadership"
+        )
+    for attempt in range(2):
+        for member in core.cluster.members:
+            if member.id == current.leader:
+                return current.leader, member.url
+        if attempt == 0:
+            core.cluster.sync()  # learn the ids (and URLs) of the members
+    raise InvalidArgument(f"the leader {current.leader:x} is not a member this client knows")
+
+
+def move_leader(
+    core: Core,
+    member_id: int,
+    *,
+    timeout: float | None = None,
+    retry: Retry | None = None,
+) -> None:
+    """Transfer leadership to ``member_id`` (a voting member); returns once the old leader
+    answered that the transfer is done. Sent to the current leader only (found with a
+    status call, then pinned with ``endpoint=``). Not idempotent: a lost answer raises
+    OutcomeUnknown (read ``status().leader`` to find out)."""
+    target = check_member_id(member_id)
+    _, url = _leader_url(core, timeout)
+    unary(
+        core,
+        proto.MOVE_LEADER,
+        {"targetID": str(target)},
+        lambda obj: parse_header(obj.get("header")),
+        idempotent=False,
+        timeout=timeout,
+        retry=retry,
+        endpoint=url,
+    )
+
+
+# ---------------------------------------------------------------------- snapshot
+class SnapshotInfo:
+    """What :func:`snapshot` saved: ``size`` bytes of database plus the 32-byte sha256
+    trailer (``sha256`` hex, checked), from ``member`` (a URL), in ``seconds``."""
+
+    __slots__ = ("member", "path", "seconds", "sha256", "size")
+
+    def __init__(
+        self, *, size: int, sha256: str, member: str, seconds: float, path: str | None
+    ) -> None:
+        self.size = size
+        self.sha256 = sha256
+        self.member = member
+        self.seconds = seconds
+        self.path = path
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second of the save."""
+        return self.size / self.seconds if self.seconds > 0 else 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<SnapshotInfo {self.size} bytes sha256={self.sha256[:12]}... from {self.member} "
+            f"in {self.seconds:.2f}s>"
+        )
+
+
+def _fsync_dir(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        log.debug("fsync of %s failed", directory, exc_info=True)
+    finally:
+        os.close(fd)
+
+
+def snapshot(
+    core: Core,
+    path_or_file: str | os.PathLike[str] | IO[bytes],
+    *,
+    endpoint: str | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    timeout: float | None = None,
+    idle_timeout: float | None = None,
+) -> SnapshotInfo:
+    """Stream a snapshot of one member's database into ``path_or_file``, as etcdctl's
+    ``snapshot save`` does: the database bytes followed by etcd's sha256 trailer, which is
+    checked and kept (``etcdutl snapshot restore`` refuses a file without it).
+
+    A path is written to ``path + ".part"``, fsynced, then renamed onto ``path`` (and the
+    directory fsynced): ``path`` is either absent/untouched or a whole, verified snapshot.
+    The ``.part`` file is removed on failure. A binary file object is written from its
+    current position (rewound and truncated if a retry is needed and it is seekable; else
+    the first failure is raised); it is flushed, not closed.
+
+    ``endpoint``: the member to save from (only that one); None: whichever member the client
+    picks, and another one after a failure. ``progress(received, total)`` is called after
+    every blob, ``total`` being the size etcd announced. Memory stays flat: one blob
+    (~32 KiB) at a time. ``timeout`` bounds the whole save (default
+    :data:`SNAPSHOT_TIMEOUT`); ``idle_timeout`` (default max(5 s, the client's attempt
+    timeout)) bounds each wait for bytes. A trailer that does not match raises
+    MalformedResponse; a stream that ends early raises ConnectionLost.
+    """
+    if progress is not None and not callable(progress):
+        raise InvalidType("progress must be callable(received, total)")
+    path: str | None
+    fileobj: IO[bytes] | None
+    if isinstance(path_or_file, (str, os.PathLike)):
+        path = os.fspath(path_or_file)
+        if not path:
+            raise InvalidArgument("snapshot path must not be empty")
+        fileobj = None
+    elif callable(getattr(path_or_file, "write", None)):
+        path, fileobj = None, path_or_file
+    else:
+        raise InvalidType(
+            f"snapshot needs a path or a binary file, got {type(path_or_file).__name__}"
+        )
+    core.start()
+    executor = core.executor
+    seconds = SNAPSHOT_TIMEOUT if timeout is None else timeout
+    deadline = executor.deadline(seconds)
+    idle = max(5.0, executor.attempt_timeout) if idle_timeout is None else idle_timeout
+    idle = executor.deadline(idle) - _monotonic()  # validated like a timeout
+    started = _monotonic()
+    part = None if path is None else path + ".part"
+    start_pos: int | None = None
+    if fileobj is not None and fileobj.seekable():
+        start_pos = fileobj.tell()
+    attempts = 0
+
+    def do(attempt: Attempt) -> tuple[SnapshotDecoder, str]:
+        nonlocal attempts
+        attempts += 1
+        if fileobj is not None:
+            if attempts > 1:
+                if start_pos is None:
+                    raise InvalidArgument(
+                        "snapshot into an unseekable file cannot be retried after a failure"
+                    )
+                fileobj.seek(start_pos)
+                fileobj.truncate()
+            return _stream_into(core, attempt, fileobj, idle, progress), attempt.member.url
+        assert part is not None
+        with open(part, "wb") as out:
+            decoder = _stream_into(core, attempt, out, idle, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        return decoder, attempt.member.url
+
+    saved = False
+    try:
+        decoder, url = executor.run(
+            do,
+            what=proto.SNAPSHOT,
+            idempotent=True,
+            deadline=deadline,
+            endpoint=endpoint,
+            attempt_timeout=max(0.001, deadline - _monotonic()),
+            gateway=True,
+        )
+        if path is not None and part is not None:
+            os.replace(part, path)
+            _fsync_dir(path)
+        elif fileobj is not None:
+            fileobj.flush()
+        saved = True
+    finally:
+        if not saved and part is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+    info = SnapshotInfo(
+        size=decoder.size,
+        sha256=decoder.trailer_hex(),
+        member=url,
+        seconds=_monotonic() - started,
+        path=path,
+    )
+    log.info("snapshot saved: %r", info)
+    return info
+
+
+def _stream_into(
+    core: Core,
+    attempt: Attempt,
+    out: IO[bytes],
+    idle: float,
+    progress: Callable[[int, int], object] | None,
+) -> SnapshotDecoder:
+    """One attempt: open the snapshot stream on ``attempt.member`` and copy its blobs into
+    ``out``; returns the decoder once the trailer checked out."""
+    member = attempt.member
+    stream = core.transport.open_stream(
+        member.url,
+        core.executor.api_prefix + proto.SNAPSHOT,
+        b"{}",
+        connect_timeout=attempt.connect_timeout,
+        first_byte_timeout=min(idle, max(0.001, attempt.deadline - _monotonic())),
+        headers=attempt.headers,
+    )
+    try:
+        if stream.status != 200:
+            raise error_from_body(stream.status, stream.read_all(), member.url)
+        decoder = SnapshotDecoder(member.url)
+        while True:
+            left = attempt.deadline - _monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"snapshot from {member.url}: deadline passed")
+            wait = min(idle, left)
+            timer = gevent.Timeout(wait)
+            timer.start()
+            try:
+                chunk = stream.read_chunk(256 * 1024)
+            except gevent.Timeout as exc:
+                if exc is not timer:
+                    raise
+                stream.abort()
+                if wait < idle:
+                    raise DeadlineExceeded(f"snapshot from {member.url}: deadline passed") from None
+                raise ResponseTimeout(
+                    f"snapshot from {member.url}: no bytes for {idle:.1f} s", member=member.url
+                ) from None
+            finally:
+                timer.close()
+            if not chunk:
+                break
+            for blob in decoder.feed(chunk):
+                out.write(blob)
+                if progress is not None:
+                    progress(decoder.received, decoder.total)
+        if not decoder.verified():
+            if decoder.received < decoder.total + 32:
+                raise ConnectionLost(
+                    f"snapshot stream from {member.url} ended after {decoder.received} of "
+                    f"{decoder.total + 32} bytes",
+                    member=member.url,
+                )
+            raise MalformedResponse(
+                f"snapshot from {member.url}: the sha256 trailer does not match the data",
+                member=member.url,
+            )
+        return decoder
+    finally:
+        stream.close()
