@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
+from geetcd.batching import ReadBatcher
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange
 from geetcd.config import TLS, Retry
 from geetcd.core import Core
@@ -82,6 +83,12 @@ class Client:
     ``user`` / ``password``: authenticate on first use and send the token with every call.
     ``hedge_delay``: when set, a read with no answer after that many seconds is sent to a
     second member too and the first answer wins (off by default: it costs extra requests).
+    ``batch_reads`` (on by default): gets and ranges that start while others are in flight
+    leave together as one txn of reads, each caller getting exactly its own answer or error
+    (see :mod:`geetcd.batching`); no timer, so a lone read is sent at once.
+    ``batch_writes`` (off by default): puts and deletes likewise share a txn; a batch of
+    writes is applied at ONE revision and, if its answer is lost, every write in it raises
+    the same OutcomeUnknown.
 
     Constructing a client does no network I/O; the first call does. Use it as a context
     manager or call :meth:`close`.
@@ -107,7 +114,11 @@ class Client:
         hedge_delay: float | None = None,
         on_state_change: Callable[[StateChange], None] | None = None,
         transport: Transport | None = None,
+        batch_reads: bool = True,
+        batch_writes: bool = False,
     ) -> None:
+        check_bool(batch_reads, "batch_reads")
+        check_bool(batch_writes, "batch_writes")
         core = Core(
             endpoints,
             timeout=timeout,
@@ -137,6 +148,7 @@ class Client:
         self._parse_put = partial(kv_proto.parse_put, ks=self._ks)
         self._parse_delete = partial(kv_proto.parse_delete, ks=self._ks)
         self._parse_txn = partial(kv_proto.parse_txn, ks=self._ks)
+        self._reads = ReadBatcher(core, self._parse_range) if batch_reads else None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Client:
@@ -168,6 +180,12 @@ class Client:
         """The :class:`geetcd.core.Core` this client is a facade over: what the features
         (watch hub, leases, v2, recipes) are built on."""
         return self._core
+
+    @property
+    def read_batcher(self) -> ReadBatcher | None:
+        """The read batcher (``batch_reads=True``; its counters show how reads were sent),
+        or None when reads are not batched."""
+        return self._reads
 
     @property
     def cluster_state(self) -> ClusterState:
@@ -234,6 +252,11 @@ class Client:
             max_create_revision=_opt_revision(max_create_revision, "max_create_revision"),
         )
         body = kv_proto.range_body(wire, end, options)
+        if self._reads is not None and retry is None:
+            self._core.start()
+            return self._reads.range(
+                body, serializable=options.serializable, revision=options.revision, timeout=timeout
+            )
         result: RangeResponse = self._call(
             kv_proto.RANGE, body, self._parse_range, True, timeout, retry
         )
@@ -253,11 +276,15 @@ class Client:
         at = _opt_revision(revision, "revision")
         if at:
             body["revision"] = at
-        if check_bool(serializable, "serializable"):
+        serial = check_bool(serializable, "serializable")
+        if serial:
             body["serializable"] = True
-        response: RangeResponse = self._call(
-            kv_proto.RANGE, body, self._parse_range, True, timeout, retry
-        )
+        response: RangeResponse
+        if self._reads is not None and retry is None:
+            self._core.start()
+            response = self._reads.range(body, serializable=serial, revision=at, timeout=timeout)
+        else:
+            response = self._call(kv_proto.RANGE, body, self._parse_range, True, timeout, retry)
         return response.kvs[0] if response.kvs else None
 
     def get_prefix(self, prefix: str | bytes, **options: Any) -> list[KeyValue]:
