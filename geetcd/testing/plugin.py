@@ -79,6 +79,7 @@ __all__ = [
     "etcd_server",
     "etcd_version",
     "healed_cluster",
+    "session_etcd_version",
 ]
 
 _BIN_OPTION = "geetcd_etcd_bin"
@@ -120,10 +121,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ENV_VAR] = str(binary)
 
 
-def _server_version(config: pytest.Config) -> EtcdVersion:
-    """The version of ``--etcd-endpoints`` (their ``/version``) or of the etcd binary.
+def session_etcd_version(config: pytest.Config) -> EtcdVersion:
+    """The etcd version a pytest session runs against: that of ``--etcd-endpoints`` (their
+    ``/version``) when given, else that of the etcd binary (``--etcd-bin``, ``$ETCD_BIN``, ...).
 
-    Raises EtcdBinaryNotFound or RuntimeError (with the reason) when it cannot be told.
+    Asked once per session (the answer is kept in ``config.stash``); usable from a
+    ``pytest_collection_modifyitems`` hook. Raises EtcdBinaryNotFound or RuntimeError (with
+    the reason) when it cannot be told.
     """
     known = config.stash.get(_version_key, None)
     if known is not None:
@@ -146,7 +150,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     """One header line: which etcd the session runs against."""
     endpoints = _external_endpoints(config)
     try:
-        version = _server_version(config)
+        version = session_etcd_version(config)
         where = ",".join(endpoints) if endpoints else find_etcd_binary()
     except (EtcdBinaryNotFound, RuntimeError) as exc:
         return f"etcd: unknown ({exc})"
@@ -165,7 +169,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not marked:
         return
     try:
-        version = _server_version(config)
+        version = session_etcd_version(config)
     except (EtcdBinaryNotFound, RuntimeError):
         return  # the fixtures fail with the reason; nothing is skipped
     for item, marker in marked:
@@ -226,7 +230,7 @@ def etcd_server(pytestconfig: pytest.Config) -> Iterator[EtcdCluster]:
 @pytest.fixture(scope="session")
 def etcd_version(pytestconfig: pytest.Config) -> EtcdVersion:
     """The etcd version of the session (see :func:`pytest_report_header`)."""
-    return _server_version(pytestconfig)
+    return session_etcd_version(pytestconfig)
 
 
 @pytest.fixture(scope="session")
