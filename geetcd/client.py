@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
-from geetcd.batching import ReadBatcher
+from geetcd.batching import ReadBatcher, WriteBatcher
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange
 from geetcd.config import TLS, Retry
 from geetcd.core import Core
@@ -149,6 +149,9 @@ class Client:
         self._parse_delete = partial(kv_proto.parse_delete, ks=self._ks)
         self._parse_txn = partial(kv_proto.parse_txn, ks=self._ks)
         self._reads = ReadBatcher(core, self._parse_range) if batch_reads else None
+        self._writes = (
+            WriteBatcher(core, self._parse_put, self._parse_delete) if batch_writes else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Client:
@@ -186,6 +189,11 @@ class Client:
         """The read batcher (``batch_reads=True``; its counters show how reads were sent),
         or None when reads are not batched."""
         return self._reads
+
+    @property
+    def write_batcher(self) -> WriteBatcher | None:
+        """The write batcher (``batch_writes=True``), or None when writes are not batched."""
+        return self._writes
 
     @property
     def cluster_state(self) -> ClusterState:
@@ -353,6 +361,9 @@ class Client:
             ignore_value=check_bool(ignore_value, "ignore_value"),
             ignore_lease=check_bool(ignore_lease, "ignore_lease"),
         )
+        if self._writes is not None and retry is None:
+            self._core.start()
+            return self._writes.put(body, timeout)
         result: PutResponse = self._call(kv_proto.PUT, body, self._parse_put, False, timeout, retry)
         return result
 
@@ -369,6 +380,9 @@ class Client:
         """Delete ``key`` (or a range / prefix). ``deleted`` counts the removed keys."""
         wire, end = self._ks.span(key, range_end, check_bool(prefix, "prefix"))
         body = kv_proto.delete_body(wire, end, prev_kv=check_bool(prev_kv, "prev_kv"))
+        if self._writes is not None and retry is None and not end:
+            self._core.start()
+            return self._writes.delete(body, timeout)
         result: DeleteResponse = self._call(
             kv_proto.DELETE, body, self._parse_delete, False, timeout, retry
         )

@@ -46,7 +46,7 @@ def test_every_caller_gets_its_own_value(etcd_client: geetcd.Client) -> None:
     etcd_client.txn([], [geetcd.Op.put(k, f"value of {k}") for k in keys[100:]])
     reads = etcd_client.read_batcher
     assert reads is not None
-    before = reads.batched_reads
+    before = reads.batched_ops
     outcomes: dict[str, object] = {}
     wrong: list[tuple[str, object]] = []
 
@@ -73,7 +73,7 @@ def test_every_caller_gets_its_own_value(etcd_client: geetcd.Client) -> None:
     survivors = [k for i, k in enumerate(keys) if i not in victims]
     assert all(greenlets[i].exception is None for i in range(len(keys)))
     assert all(outcomes.get(k) in ("ok", "timeout") for k in survivors)
-    assert reads.batched_reads > before  # reads really went out together
+    assert reads.batched_ops > before  # reads really went out together
     assert etcd_client.get("k000").value == b"value of k000"  # type: ignore[union-attr]
 
 
@@ -172,3 +172,38 @@ def test_batch_reads_off_sends_one_request_per_call(
     assert _ranges(transport.paths) == 64
     assert _txns(transport.paths) == 0
     assert client.read_batcher is None
+
+
+@pytest.fixture
+def batched_writes(etcd_endpoints: list[str], etcd_prefix: str) -> Iterator[geetcd.Client]:
+    client = geetcd.Client(etcd_endpoints, namespace=etcd_prefix, batch_writes=True)
+    yield client
+    client.close()
+
+
+def test_batched_writes_each_get_their_own_answer(batched_writes: geetcd.Client) -> None:
+    client = batched_writes
+    writes = client.write_batcher
+    assert writes is not None
+    keys = [f"w{i:03d}" for i in range(150)]
+    greenlets = [gevent.spawn(client.put, k, f"v-{k}", prev_kv=True) for k in keys]
+    twice = [gevent.spawn(client.put, "same", str(n)) for n in range(10)]  # one key, 10 puts
+    bad = gevent.spawn(client.put, "bad", "x", lease=0x7FFF_FFFF_FFFF)  # no such lease
+    gevent.joinall([*greenlets, *twice, bad], timeout=30)
+    assert all(g.successful() and g.value.header.revision > 0 for g in greenlets)
+    assert isinstance(bad.exception, geetcd.LeaseNotFound)  # only that caller failed
+    assert client.get("bad") is None
+    assert writes.batches > 0 and writes.batched_ops > 1
+    revisions = {g.value.header.revision for g in greenlets}
+    assert len(revisions) < len(keys)  # batches share one revision each
+    for key in keys:
+        kv = client.get(key)
+        assert kv is not None and kv.value == f"v-{key}".encode()
+    # Ten puts to one key never share a txn: ten distinct revisions, the last one wins.
+    assert len({g.value.header.revision for g in twice}) == 10
+    last = max(twice, key=lambda g: g.value.header.revision)
+    same = client.get("same")
+    assert same is not None and same.mod_revision == last.value.header.revision
+    deleted = gevent.joinall([gevent.spawn(client.delete, k) for k in keys[:50]], timeout=30)
+    assert all(g.value.deleted == 1 for g in deleted)
+    assert client.range("w", prefix=True, count_only=True).count == 100
