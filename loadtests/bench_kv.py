@@ -1,14 +1,19 @@
-"""geetcd get/put beside the floor: a bare urllib3 loop posting the same JSON, in one run.
+"""geetcd get/put, batching off and on, beside two floors posting the same JSON, in one run.
 
     python loadtests/bench_kv.py [--seconds 3] [--concurrency 1,64,512] [--endpoint URL]
 
 Starts its own single etcd member (geetcd.testing) unless --endpoint is given. For each
-operation and concurrency it runs geetcd and the floor alternately, each for --seconds, and
-prints requests/s, client CPU per request (getrusage of this process: the etcd server's CPU is
-not counted) and p50/p99 latency, then the geetcd/floor ratios. The floor uses one urllib3
-HTTPConnectionPool with the same maxsize, gevent queue and cooperative sockets (the process
-is monkey-patched, as most gevent servers are), the same headers and body, and reads the
-whole answer; geetcd additionally parses it into models.
+operation and concurrency it runs, alternately and twice each for --seconds/2:
+
+* ``geetcd``: ``Client(batch_reads=False)``, one request per call;
+* ``geetcd+batch``: ``Client()`` (reads batched) for get, ``Client(batch_writes=True)`` for put;
+* ``urllib3``: the floor, one urllib3 HTTPConnectionPool with the same maxsize, gevent queue
+  and cooperative sockets (the process is monkey-patched, as most gevent servers are);
+* ``http.client``: plain ``http.client.HTTPConnection`` objects from a gevent queue.
+
+and prints operations/s, client CPU per operation (getrusage of this process: the etcd
+server's CPU is not counted), p50/p99 latency, the ratios to the urllib3 floor, and the
+longest lateness of a 5 ms ticker greenlet during each run (how responsive the hub stayed).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
+import http.client  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -46,6 +52,18 @@ class Cell:
     seconds: float
     cpu: float
     latencies: list[float]
+    lateness: float = 0.0
+    """The longest lateness of a 5 ms ticker during the run (seconds)."""
+
+    def __add__(self, other: Cell) -> Cell:
+        return Cell(
+            self.name,
+            self.ops + other.ops,
+            self.seconds + other.seconds,
+            self.cpu + other.cpu,
+            self.latencies + other.latencies,
+            max(self.lateness, other.lateness),
+        )
 
     @property
     def rate(self) -> float:
@@ -81,9 +99,20 @@ def run(name: str, op: Callable[[int], object], concurrency: int, seconds: float
             count[0] += 1
             i += concurrency
 
+    late = [0.0]
+
+    def ticker() -> None:
+        while time.monotonic() < stop_at:
+            due = time.monotonic() + 0.005
+            gevent.sleep(0.005)
+            late[0] = max(late[0], time.monotonic() - due)
+
     cpu0, t0 = cpu_seconds(), time.monotonic()
+    tick = gevent.spawn(ticker)
     gevent.joinall([gevent.spawn(worker, w) for w in range(concurrency)])
-    return Cell(name, count[0], time.monotonic() - t0, cpu_seconds() - cpu0, latencies)
+    elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
+    tick.join()
+    return Cell(name, count[0], elapsed, cpu, latencies, late[0])
 
 
 def floor_ops(endpoint: str) -> dict[str, Callable[[int], object]]:
@@ -123,6 +152,42 @@ def floor_ops(endpoint: str) -> dict[str, Callable[[int], object]]:
     return {"get": get, "put": put}
 
 
+def http_client_ops(endpoint: str) -> dict[str, Callable[[int], object]]:
+    """The plain http.client floor: MAXSIZE keep-alive connections in a gevent queue."""
+    parsed = urllib3.util.parse_url(endpoint)
+    idle: gevent.queue.LifoQueue[http.client.HTTPConnection] = gevent.queue.LifoQueue()
+    for _ in range(MAXSIZE):
+        idle.put(http.client.HTTPConnection(parsed.host or "127.0.0.1", parsed.port, timeout=2.0))
+    headers = {"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"}
+    value_b64 = base64.b64encode(VALUE).decode()
+
+    def key(i: int) -> str:
+        return base64.b64encode(f"/bench/k{i % KEYS}".encode()).decode()
+
+    def post(path: str, body: bytes) -> bytes:
+        conn = idle.get()
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except Exception:
+            conn.close()
+            raise
+        finally:
+            idle.put(conn)
+        if resp.status != 200:
+            raise RuntimeError(data)
+        return data
+
+    def get(i: int) -> object:
+        return post("/v3/kv/range", json.dumps({"key": key(i)}).encode())
+
+    def put(i: int) -> object:
+        return post("/v3/kv/put", json.dumps({"key": key(i), "value": value_b64}).encode())
+
+    return {"get": get, "put": put}
+
+
 def geetcd_ops(client: geetcd.Client) -> dict[str, Callable[[int], object]]:
     def get(i: int) -> object:
         return client.get(f"/bench/k{i % KEYS}")
@@ -148,57 +213,54 @@ def main(argv: list[str] | None = None) -> int:
     if endpoint is None:
         cluster = EtcdCluster(size=1).start()
         endpoint = cluster.endpoints[0]
+    clients = [
+        geetcd.Client(endpoint, maxsize=MAXSIZE, batch_reads=False),
+        geetcd.Client(endpoint, maxsize=MAXSIZE),
+        geetcd.Client(endpoint, maxsize=MAXSIZE, batch_writes=True),
+    ]
     try:
-        client = geetcd.Client(endpoint, maxsize=MAXSIZE)
-        ours, floor = geetcd_ops(client), floor_ops(endpoint)
+        plain, batched_reads, batched_writes = (geetcd_ops(c) for c in clients)
+        variants: dict[str, dict[str, Callable[[int], object]]] = {
+            "geetcd": plain,
+            "geetcd+batch": {"get": batched_reads["get"], "put": batched_writes["put"]},
+            "urllib3": floor_ops(endpoint),
+            "http.client": http_client_ops(endpoint),
+        }
         for i in range(KEYS):  # populate so gets return a value
-            ours["put"](i)
-        rows = []
+            plain["put"](i)
+        rows: list[tuple[str, int, dict[str, Cell]]] = []
         for name in names:
             for level in levels:
-                run("warmup", ours[name], level, 0.3)
-                run("warmup", floor[name], level, 0.3)
-                g1 = run("geetcd", ours[name], level, args.seconds / 2)
-                f1 = run("urllib3", floor[name], level, args.seconds / 2)
-                g2 = run("geetcd", ours[name], level, args.seconds / 2)
-                f2 = run("urllib3", floor[name], level, args.seconds / 2)
-                g = Cell(
-                    "geetcd",
-                    g1.ops + g2.ops,
-                    g1.seconds + g2.seconds,
-                    g1.cpu + g2.cpu,
-                    g1.latencies + g2.latencies,
-                )
-                f = Cell(
-                    "urllib3",
-                    f1.ops + f2.ops,
-                    f1.seconds + f2.seconds,
-                    f1.cpu + f2.cpu,
-                    f1.latencies + f2.latencies,
-                )
-                rows.append((name, level, g, f))
-                print(
-                    f"  {name} x{level}: geetcd {g.rate:,.0f}/s vs floor {f.rate:,.0f}/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        client.close()
+                for ops in variants.values():
+                    run("warmup", ops[name], level, 0.3)
+                cells: dict[str, Cell] = {}
+                for _round in range(2):  # alternate, so drift hits every variant alike
+                    for variant, ops in variants.items():
+                        cell = run(variant, ops[name], level, args.seconds / 2)
+                        cells[variant] = cells[variant] + cell if variant in cells else cell
+                rows.append((name, level, cells))
+                summary = ", ".join(f"{v} {c.rate:,.0f}/s" for v, c in cells.items())
+                print(f"  {name} x{level}: {summary}", file=sys.stderr, flush=True)
     finally:
+        for client in clients:
+            client.close()
         if cluster is not None:
             cluster.stop()
 
     print()
     print(
-        "| op | greenlets | geetcd req/s | floor req/s | ratio | geetcd CPU/req | floor CPU/req "
-        "| CPU ratio | geetcd p50/p99 ms | floor p50/p99 ms |"
+        "| op | greenlets | variant | ops/s | x floor | CPU/op | CPU x floor | p50 / p99 ms "
+        "| hub lateness ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, level, g, f in rows:
-        print(
-            f"| {name} | {level} | {g.rate:,.0f} | {f.rate:,.0f} | {g.rate / f.rate:.2f} | "
-            f"{g.cpu_us:.0f} µs | {f.cpu_us:.0f} µs | {g.cpu_us / f.cpu_us:.2f} | "
-            f"{g.pct(0.5):.2f} / {g.pct(0.99):.2f} | {f.pct(0.5):.2f} / {f.pct(0.99):.2f} |"
-        )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, level, cells in rows:
+        floor = cells["urllib3"]
+        for variant, c in cells.items():
+            print(
+                f"| {name} | {level} | {variant} | {c.rate:,.0f} | {c.rate / floor.rate:.2f} | "
+                f"{c.cpu_us:.0f} µs | {c.cpu_us / floor.cpu_us:.2f} | "
+                f"{c.pct(0.5):.2f} / {c.pct(0.99):.2f} | {c.lateness * 1000:.0f} |"
+            )
     return 0
 
 
