@@ -21,6 +21,7 @@ import gevent.event
 
 from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
+    ClientClosed,
     ClusterUnavailable,
     CompactedRevision,
     DeadlineExceeded,
@@ -140,7 +141,8 @@ class Election:
 
         Already leader: the value is proclaimed if it differs, and True returned. A candidate
         that gives up (timeout, kill, error) deletes its key before the exception goes on.
-        InvalidType / InvalidArgument for a bad value or timeout before any I/O.
+        InvalidType / InvalidArgument for a bad value or timeout before any I/O;
+        ClientClosed when the client is closed (also at once while queued locally).
         """
         raw = to_bytes(value, "value")
         deadline = deadline_of(timeout)
@@ -157,8 +159,12 @@ class Election:
         try:
             client, pool, prefix = self._client, self._pool, self._prefix
             while True:
+                if client.closed:
+                    raise ClientClosed()
                 gate, handed = enter_gate(client, pool, prefix, deadline, wait=True)
                 if gate is None:
+                    if client.closed:
+                        raise ClientClosed()
                     return False
                 if handed is None:
                     return self._campaign(gate, raw, deadline)

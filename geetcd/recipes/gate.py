@@ -62,13 +62,15 @@ class FifoGate:
     :meth:`acquire` returns True once the caller holds the gate, False if ``deadline``
     passed first. A waiter that is killed or interrupted (GreenletExit, gevent.Timeout)
     leaves the queue; if the gate had just been handed to it, it is handed on, so the gate
-    is never lost. Not reentrant: the holder asking again waits for itself.
+    is never lost. Not reentrant: the holder asking again waits for itself. After
+    :meth:`close` every waiter returns False at once, and so do later acquires.
     """
 
-    __slots__ = ("_held", "_queue")
+    __slots__ = ("_closed", "_held", "_queue")
 
     def __init__(self) -> None:
         self._held = False
+        self._closed = False
         self._queue: deque[_Ticket] = deque()
 
     def __repr__(self) -> str:
@@ -90,9 +92,22 @@ class FifoGate:
         """True when nobody holds the gate and nobody waits for it."""
         return not self._held and not self._queue
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Wake every waiter with False (nobody is granted the gate any more); later
+        acquires return False. The holder keeps it until it releases. Never raises, never
+        switches."""
+        self._closed = True
+        for ticket in self._queue:
+            ticket.event.set()
+
     def try_acquire(self) -> bool:
-        """Take the gate if it is free and nobody queues; never waits."""
-        if self._held or self._queue:
+        """Take the gate if it is free, nobody queues and it is not closed; never waits."""
+        if self._held or self._queue or self._closed:
             return False
         self._held = True
         return True
@@ -101,14 +116,14 @@ class FifoGate:
         """Wait for the gate until ``deadline`` (monotonic; None: forever). True if held."""
         if self.try_acquire():
             return True
-        if deadline is not None and deadline <= _monotonic():
+        if self._closed or (deadline is not None and deadline <= _monotonic()):
             return False
         ticket = _Ticket()
         self._queue.append(ticket)
         held = False
         try:
             ticket.event.wait(remaining(deadline))
-            held = ticket.granted
+            held = ticket.granted and not self._closed
             return held
         finally:
             if not held:
@@ -118,8 +133,9 @@ class FifoGate:
                     self._queue.remove(ticket)
 
     def release(self) -> None:
-        """Hand the gate to the first waiter, or free it. Never raises, never switches."""
-        if self._queue:
+        """Hand the gate to the first waiter, or free it (closed: free it). Never raises,
+        never switches."""
+        if self._queue and not self._closed:
             ticket = self._queue.popleft()
             ticket.granted = True
             ticket.event.set()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import gevent
 import gevent.event
 
-from geetcd.errors import DeadlineExceeded, InvalidArgument
+from geetcd.errors import ClientClosed, DeadlineExceeded, InvalidArgument
 from geetcd.protocol.codec import to_bytes
 from geetcd.recipes.gate import FifoGate, deadline_of, remaining
 from geetcd.recipes.queue import (
@@ -155,8 +155,9 @@ class Lock:
         A no-op returning True when already held. InvalidType / InvalidArgument for a bad
         ``timeout`` (bool, NaN, infinite, negative) before any I/O; InvalidArgument if
         another greenlet is inside acquire() of this same object. Raises the client's
-        errors (ClusterUnavailable...) when etcd cannot be reached; a waiter whose session
-        is lost while it waits queues again with a fresh session.
+        errors (ClusterUnavailable...) when etcd cannot be reached, and ClientClosed when
+        the client is closed (also at once for greenlets waiting in its local queue); a
+        waiter whose session is lost while it waits queues again with a fresh session.
         """
         return self._acquire(deadline_of(timeout), wait=True)
 
@@ -202,10 +203,14 @@ class Lock:
                 f"another greenlet is acquiring this Lock on {self.name!r}: "
                 "give each greenlet its own client.lock(name)"
             )
+        if self._client.closed:
+            raise ClientClosed()
         self._busy = True
         try:
             gate, handed = enter_gate(self._client, self._pool, self._prefix, deadline, wait=wait)
             if gate is None:
+                if self._client.closed:
+                    raise ClientClosed()
                 return False
             return self._acquire_in_etcd(gate, deadline, wait, handed)
         finally:

@@ -69,6 +69,7 @@ class SessionPool:
         self._granting: dict[tuple[int, int], gevent.event.Event] = {}
         self._gates: dict[bytes, FifoGate] = {}
         self._handed: dict[bytes, Handed] = {}
+        client.core.on_close(self._close_gates)
 
     def __repr__(self) -> str:
         ttls = ",".join(sorted({str(t) for t, _slot in self._sessions})) or "-"
@@ -150,6 +151,12 @@ class SessionPool:
         if gate.held:
             return None  # handed on to the next waiter, which takes it
         return self._handed.pop(prefix, None)
+
+    def _close_gates(self) -> None:
+        """At client close: greenlets queued in a gate return at once (and raise
+        ClientClosed); no I/O."""
+        for gate in list(self._gates.values()):
+            gate.close()
 
     def gate(self, prefix: bytes) -> FifoGate:
         """The FIFO gate of ``prefix`` (created on first use). Acquire it before yielding

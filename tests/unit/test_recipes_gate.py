@@ -30,6 +30,11 @@ class _Client:
     def __init__(self) -> None:
         self.txns: list[tuple[Any, Any]] = []
         self.closed = False
+        self.core = self
+        self.hooks: list[Any] = []
+
+    def on_close(self, hook: Any) -> None:
+        self.hooks.append(hook)
 
     def txn(self, compare: Any, success: Any, failure: Any = (), **_: Any) -> None:
         self.txns.append((compare, success))
@@ -132,6 +137,23 @@ BAD_TIMEOUTS = [
     (float("nan"), InvalidArgument),
     (float("inf"), InvalidArgument),
 ]
+
+
+def test_closing_the_pool_wakes_queued_greenlets() -> None:
+    client = _Client()
+    pool = SessionPool(client)  # type: ignore[arg-type]
+    gate = pool.gate(b"lock/")
+    assert gate.try_acquire()
+    waiters = [gevent.spawn(gate.acquire, None) for _ in range(3)]
+    gevent.sleep(0.01)
+    for hook in client.hooks:  # what client.close() runs
+        hook()
+    gevent.joinall(waiters, timeout=2)
+    assert [w.value for w in waiters] == [False, False, False]
+    assert gate.closed and gate.waiters == 0
+    assert not gate.acquire(None) and not gate.try_acquire()
+    gate.release()
+    assert not gate.held
 
 
 @pytest.mark.parametrize(("value", "exc"), BAD_TIMEOUTS)
