@@ -14,12 +14,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
 from geetcd._executor import Attempt, parse_answer
+from geetcd.cluster import Member
 from geetcd.config import Retry
 from geetcd.errors import (
     ConnectionLost,
@@ -75,14 +76,20 @@ def unary(
     endpoint: str | None = None,
     attempt_timeout: float | None = None,
     refine: Callable[[EtcdError], EtcdError] | None = None,
+    avoid: Sequence[Member] = (),
 ) -> T:
     """One POST of ``body`` to the gateway's ``path`` through the attempt loop; returns
     ``parse(json)`` of the 200 answer. ``endpoint``: pinned to that member (no failover).
     ``attempt_timeout``: this call's (default: the client's). ``refine(error)`` may turn an
-    error answer into a more precise error before the loop judges it."""
+    error answer into a more precise error before the loop judges it. A non-idempotent call
+    (which cannot move on once sent) waits for its answer until the call's deadline unless
+    ``attempt_timeout`` says otherwise: better a late answer than OutcomeUnknown. ``avoid``:
+    members not to send to unless no other one is usable."""
     core.start()
     executor = core.executor
     deadline = executor.deadline(timeout)
+    if attempt_timeout is None and not idempotent:
+        attempt_timeout = max(executor.attempt_timeout, deadline - _monotonic())
     payload = encode_json(body)
     transport = core.transport
 
@@ -113,6 +120,7 @@ def unary(
         retry=retry,
         endpoint=endpoint,
         attempt_timeout=attempt_timeout,
+        avoid=avoid,
         gateway=True,
     )
 

@@ -1,8 +1,10 @@
 """Cluster membership changes, named after Go clientv3's: add, remove, update, promote.
 
-Every call runs once through the client's attempt loop as a non-idempotent request: a lost
-answer raises :class:`~geetcd.errors.OutcomeUnknown` (list the members to find out), and
-the call is only moved to another member when the request surely never reached one
+Every call runs once through the client's attempt loop as a non-idempotent request that
+waits for its answer until the call's deadline (``timeout``, the client's by default), not
+just the client's ``attempt_timeout``: a lost answer raises
+:class:`~geetcd.errors.OutcomeUnknown` (list the members to find out), and the call is only
+moved to another member when the request surely never reached one
 (connection refused). A definite refusal of etcd is raised as such and never benches the
 member that answered: :class:`UnhealthyCluster` (the strict reconfiguration check, answered
 for about 5 s after a membership change, before anything is proposed), NotFound ("member not
@@ -17,9 +19,11 @@ becomes pickable.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from geetcd.cluster import Member
 from geetcd.config import Retry
 from geetcd.errors import EtcdError, InvalidType, ServerError
 from geetcd.maintenance import unary
@@ -29,6 +33,8 @@ from geetcd.protocol.maintenance import MemberAddResponse, check_member_id, chec
 
 if TYPE_CHECKING:
     from geetcd.core import Core
+
+log = logging.getLogger("geetcd.membership")
 
 __all__ = [
     "MemberAddResponse",
@@ -98,7 +104,18 @@ def _change(
     timeout: float | None,
     retry: Retry | None,
 ) -> MemberList:
-    body = proto.member_body(check_member_id(member_id), peer_urls)
+    target = check_member_id(member_id)
+    body = proto.member_body(target, peer_urls)
+    avoid: list[Member] = []
+    if path == proto.MEMBER_REMOVE:
+        # A member asked to remove itself applies the change and stops, often before it
+        # answers: send the removal to another member (learn the ids first if need be).
+        if any(m.id is None for m in core.cluster.members):
+            try:
+                core.cluster.sync()
+            except EtcdError as exc:
+                log.debug("member list before member_remove failed: %s", exc)
+        avoid = [m for m in core.cluster.members if m.id == target]
 
     def parse(obj: dict[str, Any]) -> MemberList:
         header, members = proto.parse_members(obj)
@@ -113,6 +130,7 @@ def _change(
         timeout=timeout,
         retry=retry,
         refine=_refine,
+        avoid=avoid,
     )
     _apply(core, answer)
     return answer
@@ -122,7 +140,9 @@ def member_remove(
     core: Core, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
 ) -> MemberList:
     """Remove the member ``member_id``; returns the members left (the client stops using
-    the removed one at once). NotFound if there is no such member."""
+    the removed one at once). Sent to another member than the one removed whenever one is
+    usable (a member removing itself stops, often before answering: OutcomeUnknown then).
+    NotFound if there is no such member."""
     return _change(core, proto.MEMBER_REMOVE, member_id, None, timeout=timeout, retry=retry)
 
 
