@@ -28,6 +28,7 @@ from geetcd.config import Retry
 from geetcd.errors import EtcdError, InvalidType, ServerError
 from geetcd.maintenance import unary
 from geetcd.models import MemberList
+from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol import maintenance as proto
 from geetcd.protocol.maintenance import MemberAddResponse, check_member_id, check_peer_urls
 
@@ -111,9 +112,19 @@ def _change(
         # A member asked to remove itself applies the change and stops, often before it
         # answers: send the removal to another member (learn the ids first if need be).
         if any(m.id is None for m in core.cluster.members):
+            budget = core.executor.attempt_timeout if timeout is None else timeout
             try:
-                core.cluster.sync()
-            except EtcdError as exc:
+                listing = unary(
+                    core,
+                    cluster_proto.MEMBER_LIST,
+                    {},
+                    cluster_proto.parse_member_list,
+                    idempotent=True,
+                    timeout=min(budget, core.executor.attempt_timeout),
+                    retry=Retry(attempts=0),
+                )
+                core.cluster.apply_member_list(listing)
+            except EtcdError as exc:  # best effort: the removal itself is what matters
                 log.debug("member list before member_remove failed: %s", exc)
         avoid = [m for m in core.cluster.members if m.id == target]
 
