@@ -220,11 +220,14 @@ def test_observe_across_a_member_kill(healed_cluster: EtcdCluster, ns: str) -> N
         assert ea.campaign("a0", timeout=5)
         assert ea.key is not None
         assert wait_until(lambda: len(observed) == 1, 5)
-        streams = [s for s in hub_for(watcher).streams if s.member is not None]
-        assert streams
-        serving = streams[0].member
-        assert serving is not None
-        victim = next(m for m in healed_cluster.members if m.client_url == serving.url)
+
+        def serving() -> str | None:  # the watch opens once the observer asks for more
+            urls = [s.member.url for s in hub_for(watcher).streams if s.member is not None]
+            return urls[0] if urls else None
+
+        assert wait_until(serving, 5)
+        url = serving()
+        victim = next(m for m in healed_cluster.members if m.client_url == url)
         victim.kill()
         expected = [(ea.key, b"a0")]
         for i in range(1, 4):
