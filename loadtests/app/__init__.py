@@ -9,7 +9,8 @@ Configuration, from the environment:
 * ``GEETCD_APP_NAMESPACE``: the key prefix of everything the service writes (default
   ``/geetcd-app/``);
 * ``GEETCD_APP_TTL``: the TTL of each worker's registration lease and leader session
-  (default 5 s).
+  (default 5 s);
+* ``GEETCD_APP_BATCH_READS``: ``0`` turns read batching off (default on).
 
 What each worker process does (started on its first use, or by gunicorn's
 ``post_worker_init`` hook in ``gunicorn_conf.py``):
@@ -56,6 +57,7 @@ log = logging.getLogger("geetcd.app")
 ENDPOINTS = os.environ.get("GEETCD_APP_ENDPOINTS", "http://127.0.0.1:2379")
 NAMESPACE = os.environ.get("GEETCD_APP_NAMESPACE", "/geetcd-app/")
 TTL = int(os.environ.get("GEETCD_APP_TTL", "5"))
+BATCH_READS = os.environ.get("GEETCD_APP_BATCH_READS", "1") != "0"
 DUTY_PERIOD = 0.2
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -105,7 +107,9 @@ def client() -> geetcd.Client:
     use); a forked child uses the one it inherited, which geetcd adopts safely."""
     global _client
     if _client is None:
-        _client = geetcd.Client(ENDPOINTS, namespace=NAMESPACE, timeout=5.0)
+        _client = geetcd.Client(
+            ENDPOINTS, namespace=NAMESPACE, timeout=5.0, batch_reads=BATCH_READS
+        )
     return _client
 
 
