@@ -8,18 +8,25 @@ while another greenlet of the client waits for it: a hand-off between two greenl
 deletes the holder's key and creates the next one's (named after the other lease) in one
 txn. Sessions are replaced by fresh ones when lost, and revoked when the client closes
 (``client.close()`` closes every session of the client; a revoke deletes every lock and
-election key of the session at once).
+election key of the session at once). A session lost because no refresh got through
+(``LeaseLoss.UNREACHABLE``) may still exist in etcd (a new raft leader extends every lease
+by its TTL), its keys still queued in front of other waiters: the pool revokes it in the
+background, retrying for up to one TTL, so that those keys go at once.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import gevent
 import gevent.event
 
-from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, InvalidType
+from geetcd.config import ExponentialBackoff
+from geetcd.errors import DeadlineExceeded, EtcdError, InvalidArgument, InvalidType, LeaseNotFound
+from geetcd.lease import LeaseLoss
 from geetcd.recipes.gate import FifoGate, remaining
 
 if TYPE_CHECKING:
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Handed", "SessionPool", "check_ttl"]
 
 log = logging.getLogger("geetcd.recipes")
+_REVOKE_BACKOFF = ExponentialBackoff(base=0.5, cap=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,7 @@ class SessionPool:
                 old.close()  # lost already: no revoke is sent, it only leaves the keepalive
             session = self._client.session(ttl, timeout=remaining(deadline))
             self._sessions[ttl, slot] = session
+            session.on_lost(self._revoke_if_unreachable)
             return session
         finally:
             del self._granting[ttl, slot]
@@ -151,6 +160,27 @@ class SessionPool:
         if gate.held:
             return None  # handed on to the next waiter, which takes it
         return self._handed.pop(prefix, None)
+
+    def _revoke_if_unreachable(self, session: Session) -> None:
+        """Runs in a greenlet of the client when ``session`` is lost. After UNREACHABLE,
+        revoke its lease (it may still exist and hold keys), retrying for one TTL; for any
+        other reason the lease is gone or not ours to revoke. Never raises an etcd error."""
+        if session.lease.lost_reason is not LeaseLoss.UNREACHABLE:
+            return
+        client, attempt = self._client, 0
+        give_up = time.monotonic() + session.ttl
+        while not client.closed and time.monotonic() < give_up:
+            try:
+                client.revoke_lease(session.id, timeout=max(1.0, session.ttl / 3))
+            except LeaseNotFound:
+                return
+            except EtcdError as exc:
+                log.debug("revoke of unreachable session %d failed: %s", session.id, exc)
+                gevent.sleep(_REVOKE_BACKOFF.compute(attempt))
+                attempt += 1
+                continue
+            log.info("revoked session %d, lost while etcd was unreachable", session.id)
+            return
 
     def _close_gates(self) -> None:
         """At client close: greenlets queued in a gate return at once (and raise

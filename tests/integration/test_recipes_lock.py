@@ -403,6 +403,44 @@ def test_closing_the_client_revokes_its_session_and_frees_the_lock(
 
 
 # ------------------------------------------------------------------ member failures
+@pytest.mark.fault
+def test_session_lost_while_etcd_was_unreachable_is_revoked_once_it_is_back(
+    healed_cluster: EtcdCluster, ns: str
+) -> None:
+    ttl = 6
+    endpoints = healed_cluster.endpoints
+    with (
+        geetcd.Client(endpoints, namespace=ns, timeout=3.0) as a,
+        geetcd.Client(endpoints, namespace=ns, timeout=3.0) as admin,
+    ):
+        lock = a.lock("unreachable", ttl=ttl)
+        assert lock.acquire(timeout=5)
+        assert lock.key is not None
+        key = lock.key
+        followers = healed_cluster.followers()
+        for member in followers:
+            member.kill()  # no quorum: no refresh can get through
+        assert lock.lost.wait(ttl + 4)
+        for member in followers:
+            member.restart(wait=False)
+        healed_cluster.wait_healthy()
+        # The new raft leader extends every lease by its TTL: without the pool's revoke the
+        # key would stay queued, unrefreshed, for another ~6 s.
+
+        def gone() -> bool:
+            try:
+                return admin.get(key) is None
+            except geetcd.EtcdError:
+                return False
+
+        assert wait_until(gone, ttl - 2), "the unreachable session's key is still there"
+        assert admin.lease_time_to_live(lease_of(key)).ttl == -1
+        lock.release()
+        again = admin.lock("unreachable", ttl=ttl)
+        assert again.acquire(timeout=5)
+        again.release()
+
+
 def _fault_workload(
     cluster: EtcdCluster, ns: str, fault_name: str
 ) -> tuple[Exclusion, int, int, dict[str, int]]:
