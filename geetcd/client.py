@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from geetcd.models import Event as _Event
     from geetcd.models import LeaseInfo as _LeaseInfo
     from geetcd.protocol.maintenance import Alarm as _Alarm
+    from geetcd.protocol.maintenance import HashKV as _HashKV
     from geetcd.protocol.maintenance import MemberAddResponse as _MemberAddResponse
     from geetcd.recipes.election import Election as _Election
     from geetcd.recipes.lock import Lock as _Lock
@@ -546,6 +547,20 @@ class Client:
         from geetcd import maintenance
 
         maintenance.defragment(self._core, endpoint, timeout=timeout)
+
+    def hash_kv(
+        self,
+        endpoint: str,
+        revision: int = 0,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> _HashKV:
+        """The HashKV of the member at ``endpoint`` only, at ``revision`` (0: current):
+        ``.hash`` and ``.compact_revision`` (see geetcd.maintenance.hash_kv)."""
+        from geetcd import maintenance
+
+        return maintenance.hash_kv(self._core, endpoint, revision, timeout=timeout, retry=retry)
 
     def alarm_list(
         self, *, timeout: float | None = None, retry: Retry | None = None

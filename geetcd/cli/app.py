@@ -209,8 +209,11 @@ def build_parser() -> _Parser:
     endpoint = sub.add_parser("endpoint", parents=[common]).add_subparsers(
         dest="endpoint_command", required=True, parser_class=_Parser
     )
-    for name in ("health", "status"):
-        endpoint.add_parser(name, parents=[common]).add_argument("--cluster", action="store_true")
+    for name in ("health", "status", "hashkv"):
+        parsed = endpoint.add_parser(name, parents=[common])
+        parsed.add_argument("--cluster", action="store_true")
+        if name == "hashkv":
+            parsed.add_argument("--rev", type=int, default=0)
 
     alarm = sub.add_parser("alarm", parents=[common]).add_subparsers(
         dest="alarm_command", required=True, parser_class=_Parser
@@ -633,6 +636,16 @@ def cmd_endpoint(client: Client, args: argparse.Namespace) -> int:
             print("Error: unhealthy cluster", file=sys.stderr)
             return EXIT_ERROR
         return 0
+    if args.endpoint_command == "hashkv":
+        hashes = [(url, client.hash_kv(url, args.rev)) for url in targets]
+        if args.write_out == "json":
+            out.print_json([{"Endpoint": u, "HashKV": _hash_json(h)} for u, h in hashes])
+        elif args.write_out == "table":
+            print(out.table(["ENDPOINT", "HASH"], [[u, str(h.hash)] for u, h in hashes]))
+        else:
+            for url, h in hashes:
+                print(f"{url}, {h.hash}")
+        return 0
     statuses = []
     for url in targets:
         answer = client.core.executor.execute(
@@ -684,6 +697,25 @@ def cmd_endpoint(client: Client, args: argparse.Namespace) -> int:
         for row in rows:
             print(", ".join(row[:-1]) + ", " + row[-1])
     return 0
+
+
+def _hash_json(h: Any) -> dict[str, Any]:
+    """A HashKV in etcdctl's JSON shape (zero fields left out)."""
+    header = {
+        k: v
+        for k, v in (
+            ("cluster_id", h.header.cluster_id),
+            ("member_id", h.header.member_id),
+            ("revision", h.header.revision),
+            ("raft_term", h.header.raft_term),
+        )
+        if v
+    }
+    body: dict[str, Any] = {"header": header}
+    for name in ("hash", "compact_revision", "hash_revision"):
+        if getattr(h, name):
+            body[name] = getattr(h, name)
+    return body
 
 
 def _raw_json(response: Any, member: Any) -> dict[str, Any]:

@@ -233,3 +233,23 @@ def test_quota_exceeded_names_the_alarm() -> None:
     assert isinstance(error, E.QuotaExceeded)
     assert error.alarm == "NOSPACE" and "NOSPACE" in str(error)
     assert "database space exceeded" in str(error)
+
+
+def _field(number: int, value: int | bytes) -> bytes:
+    if isinstance(value, bytes):
+        return proto._varint(number << 3 | 2) + proto._varint(len(value)) + value
+    return proto._varint(number << 3) + proto._varint(value)
+
+
+def test_hash_kv_grpc_frames_round_trip() -> None:
+    assert proto.hash_kv_request(0) == b"\0\0\0\0\0"
+    assert proto.hash_kv_request(300) == b"\0\0\0\0\x03\x08\xac\x02"
+    header = _field(1, 2**64 - 5) + _field(2, 7) + _field(3, 52) + _field(4, 2)
+    message = _field(1, header) + _field(2, 583598253) + _field(3, -1) + _field(4, 40)
+    frame = b"\0" + len(message).to_bytes(4, "big") + message
+    result = proto.parse_hash_kv(frame)
+    assert result.header == Header(cluster_id=2**64 - 5, member_id=7, revision=52, raft_term=2)
+    assert (result.hash, result.compact_revision, result.hash_revision) == (583598253, -1, 40)
+    for bad in (b"", b"\1\0\0\0\0", frame[:-1], b"\0\0\0\0\2\x08\xff"):
+        with pytest.raises(E.MalformedResponse):
+            proto.parse_hash_kv(bad)
