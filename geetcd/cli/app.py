@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 import gevent
 import gevent.event
 
+from geetcd.cli import auth_commands
 from geetcd.cli import output as out
 from geetcd.cli.txn import has_writes, parse_txn, range_end
 from geetcd.client import Client
@@ -167,7 +168,7 @@ def build_parser() -> _Parser:
     watch.add_argument("--prefix", action="store_true")
     watch.add_argument("--rev", type=int, default=0)
     watch.add_argument("--prev-kv", action="store_true")
-    watch.add_argument("exec", nargs=argparse.REMAINDER)
+    watch.add_argument("exec", nargs="*")
 
     lease = sub.add_parser("lease", parents=[common]).add_subparsers(
         dest="lease_command", required=True, parser_class=_Parser
@@ -184,7 +185,7 @@ def build_parser() -> _Parser:
 
     lock = sub.add_parser("lock", parents=[common])
     lock.add_argument("name")
-    lock.add_argument("exec", nargs=argparse.REMAINDER)
+    lock.add_argument("exec", nargs="*")
     lock.add_argument("--ttl", type=int, default=10)
 
     elect = sub.add_parser("elect", parents=[common])
@@ -230,6 +231,7 @@ def build_parser() -> _Parser:
     snapshot.add_parser("save", parents=[common]).add_argument("filename")
 
     sub.add_parser("move-leader", parents=[common]).add_argument("id", type=hex_id)
+    auth_commands.add_parsers(sub, common, _Parser)
     return parser
 
 
@@ -389,8 +391,6 @@ def cmd_compaction(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_watch(client: Client, args: argparse.Namespace) -> int:
     exec_args = list(args.exec)
-    if exec_args and exec_args[0] == "--":
-        exec_args = exec_args[1:]
     watch = client.watch(
         args.key,
         prefix=args.prefix,
@@ -506,7 +506,7 @@ def _wait_for_signal() -> None:
 
 
 def cmd_lock(client: Client, args: argparse.Namespace) -> int:
-    exec_args = [a for a in args.exec if a != "--"] if args.exec else []
+    exec_args = list(args.exec)
     lock = client.lock(args.name, ttl=args.ttl)
     lock.acquire()
     try:
@@ -817,6 +817,9 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "defrag": cmd_defrag,
     "snapshot": cmd_snapshot,
     "move-leader": cmd_move_leader,
+    "user": auth_commands.cmd_user,
+    "role": auth_commands.cmd_role,
+    "auth": auth_commands.cmd_auth,
 }
 
 
@@ -831,8 +834,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from geetcd.demo import main as demo_main
 
         return demo_main(argv[1:])
+    tail: list[str] = []
+    if "--" in argv:  # `watch KEY -- cmd args`, `lock NAME -- cmd args`: cmd is not parsed
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1 :]
     try:
         args = build_parser().parse_args(argv)
+        if tail:
+            if not hasattr(args, "exec"):
+                raise UsageError(f"{args.command} takes no command after --")
+            args.exec = [*args.exec, *tail]
         client = make_client(args)
     except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -320,3 +321,112 @@ def test_endpoint_hashkv_matches(endpoint: str) -> None:
         e["HashKV"]["hash"] for e in json.loads(theirs)
     ]
     assert shape(json.loads(ours)) == shape(json.loads(theirs))
+
+
+def test_user_role_auth_like_etcdctl() -> None:
+    with EtcdCluster(size=1) as cluster:
+        url = cluster.endpoints[0]
+        for tool, suffix in ((GEETCD, "g"), ([ETCDCTL], "e")):
+            assert run(tool, url, "role", "add", f"r{suffix}").stdout == f"Role r{suffix} created\n"
+            assert run(tool, url, "user", "add", f"u{suffix}:pw").stdout == (
+                f"User u{suffix} created\n"
+            )
+            granted = run(
+                tool, url, "role", "grant-permission", f"r{suffix}", "read", "a", "--prefix"
+            )
+            assert granted.stdout == f"Role r{suffix} updated\n", granted.stderr
+            run(tool, url, "role", "grant-permission", f"r{suffix}", "readwrite", "k")
+            assert run(tool, url, "user", "grant-role", f"u{suffix}", f"r{suffix}").stdout == (
+                f"Role r{suffix} is granted to user u{suffix}\n"
+            )
+        ours = run(GEETCD, url, "user", "get", "ug").stdout
+        theirs = run([ETCDCTL], url, "user", "get", "ue").stdout
+        assert ours == "User: ug\nRoles: rg\n" and theirs == "User: ue\nRoles: re\n"
+        ours = run(GEETCD, url, "role", "get", "rg").stdout
+        theirs = run([ETCDCTL], url, "role", "get", "re").stdout
+        assert ours.split("\n", 1)[1] == theirs.split("\n", 1)[1], (ours, theirs)
+        assert ours.startswith("Role rg\n")
+        ours, theirs = both(url, "user", "list")
+        assert ours == theirs
+        ours, theirs = both(url, "role", "list")
+        assert ours == theirs
+        assert run(GEETCD, url, "user", "add", "root:rootpw").returncode == 0
+        assert run(GEETCD, url, "user", "grant-role", "root", "root").returncode == 0
+        assert run(GEETCD, url, "auth", "enable").stdout == "Authentication Enabled\n"
+        denied = run(GEETCD, url, "put", "k", "v")
+        assert denied.returncode == 1 and "Error:" in denied.stderr
+        assert run(GEETCD, url, "--user", "ug:pw", "put", "k", "v").stdout == "OK\n"
+        wrong = run(GEETCD, url, "--user", "ug", "--password", "nope", "get", "k")
+        assert wrong.returncode == 1 and "authentication failed" in wrong.stderr
+        ours, theirs = (
+            run(GEETCD, url, "--user", "root:rootpw", "auth", "status").stdout,
+            run([ETCDCTL], url, "--user", "root:rootpw", "auth", "status").stdout,
+        )
+        assert ours == theirs and ours.startswith("Authentication Status: true\n")
+        assert run(GEETCD, url, "--user", "root:rootpw", "auth", "disable").stdout == (
+            "Authentication Disabled\n"
+        )
+
+
+def test_snapshot_save_watch_exec_and_endpoint_health(endpoint: str, tmp_path: Any) -> None:
+    path = os.path.join(os.fspath(tmp_path), "cli.db")
+    saved = run(GEETCD, endpoint, "snapshot", "save", path)
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stdout.startswith(f"Snapshot saved at {path}")
+    assert "/s)" in saved.stderr  # progress: bytes and rate
+    utl = os.path.join(os.path.dirname(find_etcd_binary()), "etcdutl")
+    tool = utl if os.path.exists(utl) else ETCDCTL
+    status = subprocess.run(
+        [tool, "snapshot", "status", path, "-w", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "ETCDCTL_API": "3"},
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["totalKey"] > 0
+    two = run(GEETCD, endpoint, "snapshot", "save", path, "--endpoints", f"{endpoint},{endpoint}x")
+    assert two.returncode in (1, 128)
+
+    watcher = subprocess.Popen(
+        [
+            *GEETCD,
+            "--endpoints",
+            endpoint,
+            "watch",
+            "cli/w/",
+            "--prefix",
+            "--",
+            "sh",
+            "-c",
+            'echo "got $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY=$ETCD_WATCH_VALUE"',
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            run(GEETCD, endpoint, "put", "cli/w/a", "1")
+            stop.wait(0.3)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        assert watcher.stdout is not None
+        lines: list[str] = []
+        while not any(line.startswith("got") for line in lines) and len(lines) < 40:
+            lines.append(watcher.stdout.readline().strip())
+        assert "got PUT cli/w/a=1" in lines, lines
+        assert lines[:3] == ["PUT", "cli/w/a", "1"]
+    finally:
+        stop.set()
+        watcher.kill()
+        watcher.wait(5)
+        thread.join(10)
+    health = run(GEETCD, endpoint, "endpoint", "health", "--cluster")
+    assert health.returncode == 0 and health.stdout.count("is healthy") == 3
+    down = run(GEETCD, "http://127.0.0.1:1", "endpoint", "health", "--command-timeout", "1s")
+    assert down.returncode == 1 and "unhealthy" in down.stderr

@@ -113,3 +113,16 @@ def test_global_flags_after_the_command() -> None:
     args = build_parser().parse_args(["-w", "table", "member", "list"])
     assert args.write_out == "table"
     assert cli_app.EXIT_BAD_ARGS == 128
+
+
+def test_commands_after_double_dash_are_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_watch(client: object, args: argparse.Namespace) -> int:
+        seen["exec"], seen["prefix"] = args.exec, args.prefix
+        return 0
+
+    monkeypatch.setitem(cli_app.COMMANDS, "watch", fake_watch)
+    assert main(["watch", "k", "--prefix", "--", "sh", "-c", "echo -n x"]) == 0
+    assert seen == {"exec": ["sh", "-c", "echo -n x"], "prefix": True}
+    assert main(["get", "k", "--", "x"]) == 128  # get runs no command
