@@ -21,6 +21,7 @@ from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normal
 from geetcd.config import TLS, Retry
 from geetcd.errors import InvalidType
 from geetcd.keepalive import KeepAlive
+from geetcd.liveness import StreamLiveness
 from geetcd.models import Header, MemberList
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol.codec import Keyspace, to_bytes
@@ -37,8 +38,9 @@ class Core:
 
     Public attributes, read by the features: ``ks`` (the namespace), ``group`` (greenlets
     killed at close), ``transport`` (sockets), ``cluster`` (members and health),
-    ``executor`` (the attempt loop), ``watch_hub`` (every watch stream) and ``keepalive``
-    (every kept-alive lease). Greenlet-safe.
+    ``executor`` (the attempt loop), ``liveness`` (the one stream-liveness supervisor, for
+    v3 watches and v2 waits), ``watch_hub`` (every watch stream) and ``keepalive`` (every
+    kept-alive lease). Greenlet-safe.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Core:
         self._pid = os.getpid()
         self._close_hooks: list[Callable[[], None]] = []
         # Built eagerly, without I/O: their greenlets start on first use.
+        self.liveness = StreamLiveness(self)
         self.watch_hub = WatchHub(self)
         self.keepalive = KeepAlive(self)
 

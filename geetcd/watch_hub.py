@@ -15,10 +15,10 @@ one reader greenlet (spawned in the client's group). The reader:
   so no event is lost or repeated and order is kept;
 * on a compaction or any other server cancel ends every subscriber with the error.
 
-One supervisor greenlet per hub handles liveness: a stream silent for ``liveness`` seconds
-gets its member probed (one probe per member, not per stream); a member that fails the
-probe, or that the cluster state already marks DOWN, loses its streams (aborted, then
-resumed elsewhere by their readers).
+Liveness is the core's one mechanism (:mod:`geetcd.liveness`, shared with v2 waits): a
+connected stream is registered there; silent for ``liveness`` seconds, its member is probed
+(one probe per member, not per stream); a member that fails the probe, or that the cluster
+state marks DOWN, loses its streams (aborted, then resumed elsewhere by their readers).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import gevent.event
 from gevent.hub import Waiter
 
 from geetcd._executor import Attempt, should_refresh_token
-from geetcd.cluster import Member, MemberState
+from geetcd.cluster import Member
 from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
     ClusterUnavailable,
@@ -65,12 +65,8 @@ __all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 log = logging.getLogger("geetcd.watch")
 _monotonic = time.monotonic
 _RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
-_PROBE_TIMEOUT = 1.0
 # A round of opens that found no member within the client's timeout: waited out, tried again.
 _WAITED_OUT = (ClusterUnavailable, DeadlineExceeded)
-# A stream whose member the cluster state already marks DOWN is moved after this much
-# silence, without waiting for the full liveness bound.
-_DOWN_SILENCE = 1.0
 # A callback watch's greenlet ends after this many idle seconds (restarted by the next event).
 _RUNNER_LINGER = 1.0
 
@@ -300,6 +296,7 @@ class ServerStream:
             self.member = member
             self.connection = connection
             self.last_activity = _monotonic()
+            core.liveness.watch(self)
             try:
                 self._read(connection, member, started)
                 error: EtcdError = ConnectionLost(
@@ -308,6 +305,7 @@ class ServerStream:
             except EtcdError as exc:
                 error = exc
             finally:
+                core.liveness.forget(self)
                 self.connection = None
                 connection.close()
             if self.stopped():
@@ -450,8 +448,6 @@ class WatchHub:
         self.streams: set[ServerStream] = set()
         self.closed = False
         self._supervisor: gevent.Greenlet[[], None] | None = None
-        self._probing: set[Member] = set()
-        self._probe_ok: dict[str, float] = {}
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
         self.runners: set[Subscriber] = set()
         core.on_close(self.close)
@@ -524,60 +520,13 @@ class WatchHub:
         self.streams.clear()
         self.shared.clear()
         self.runners.clear()
-        self._probing.clear()
 
-    # ------------------------------------------------------------------ liveness
+    # ------------------------------------------------------------------ callback runners
     def _supervise(self) -> None:
-        """Probe the members of silent streams; move streams off failed members."""
+        """End the callback greenlets of idle watches (liveness is the core's
+        :class:`geetcd.liveness.StreamLiveness`, shared with v2 waits)."""
         while self.streams and not self.closed:
-            period = min(s.liveness for s in self.streams) / 4
-            gevent.sleep(min(1.0, max(0.05, period)))
-            self.check_liveness()
+            gevent.sleep(_RUNNER_LINGER / 4)
             now = _monotonic()
             for sub in list(self.runners):
                 sub.hub_retire_if_idle(now, _RUNNER_LINGER)
-
-    def check_liveness(self) -> None:
-        """One supervisor pass (no I/O here: probes run in their own greenlets)."""
-        now = _monotonic()
-        silent: dict[Member, list[ServerStream]] = {}
-        for stream in list(self.streams):
-            member = stream.member
-            if stream.connection is None or member is None or stream.done:
-                continue
-            quiet = now - max(stream.last_activity, self._probe_ok.get(member.url, 0.0))
-            down = member.state is MemberState.DOWN
-            if quiet >= stream.liveness or (down and quiet >= min(_DOWN_SILENCE, stream.liveness)):
-                silent.setdefault(member, []).append(stream)
-        for member in silent:
-            if member.state is MemberState.DOWN:
-                self._evacuate(member, member.last_error)
-            elif member not in self._probing:
-                self._probing.add(member)
-                self.core.spawn(self._probe, member)
-
-    def _probe(self, member: Member) -> None:
-        try:
-            self.core.executor.probe(member, timeout=_PROBE_TIMEOUT)
-        except EtcdError as exc:
-            log.warning("etcd member %s failed the watch liveness probe: %s", member.url, exc)
-            self.core.cluster.mark_failed(member, exc)
-            self._evacuate(member, exc)
-        else:
-            self._probe_ok[member.url] = _monotonic()
-        finally:
-            self._probing.discard(member)
-
-    def _evacuate(self, member: Member, reason: BaseException | None) -> None:
-        error = (
-            reason
-            if reason is not None
-            else ConnectionLost(f"etcd member {member.url} is down", member=member.url)
-        )
-        moved = 0
-        for stream in list(self.streams):
-            if stream.member is member and stream.connection is not None:
-                stream.abort_connection(error)
-                moved += 1
-        if moved:
-            log.info("moving %d watch stream(s) off %s (%s)", moved, member.url, error)

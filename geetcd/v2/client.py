@@ -35,7 +35,7 @@ from geetcd.models import Header, MemberInfo, MemberList
 from geetcd.transport import RawResponse, Transport
 from geetcd.v2 import protocol as proto
 from geetcd.v2.models import Response, Version
-from geetcd.v2.watch import LivenessMonitor, V2Watch, long_poll
+from geetcd.v2.watch import V2Watch, long_poll
 
 __all__ = ["Client"]
 
@@ -63,7 +63,7 @@ class Client:
 
     _client: V3Client
     _owns: bool
-    _monitor: LivenessMonitor
+    liveness: float
     _quorum: bool
     _watches: set[V2Watch]
     _closed: bool
@@ -126,7 +126,7 @@ class Client:
         self._client = client
         self._owns = owns
         self._quorum = quorum
-        self._monitor = LivenessMonitor(client, interval)
+        self.liveness = interval
         self._watches = set()
         self._closed = False
         client.core.on_close(self._cancel_watches)
@@ -396,7 +396,7 @@ class Client:
         if wait_index is None:
             index = self._current_index(timeout)
             request = proto.watch_request(key, index + 1, recursive=recursive)
-        return long_poll(self._client, self._monitor, request.path, deadline)
+        return long_poll(self._client, self.liveness, request.path, deadline)
 
     def watcher(
         self,

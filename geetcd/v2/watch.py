@@ -7,10 +7,12 @@ can be aborted from another greenlet.
 
 * :func:`long_poll` waits for one event on any healthy member, failing over (same
   ``waitIndex``, so nothing is lost) when a member breaks or hangs.
-* :class:`LivenessMonitor` probes, every ``interval`` seconds, each member that serves a
-  wait: a v2 wait sends nothing until its event, so a hung (SIGSTOPped) member would
-  otherwise hold it forever. A member that fails its probe is benched and its waits are
-  aborted (and so moved to another member).
+* every open wait is registered with the core's one stream-liveness supervisor
+  (:mod:`geetcd.liveness`, shared with v3 watches): a v2 wait sends nothing until its
+  event, so a hung (SIGSTOPped) member would otherwise hold it forever; its member is
+  probed every ``liveness`` seconds while the wait lasts, and a member that fails its probe
+  (or that the cluster state marks DOWN) is benched and its waits aborted (and so moved to
+  another member).
 * :class:`V2Watch` is a persistent watch: one greenlet owned by the client polls from the
   last delivered ``modifiedIndex + 1``, and when etcd has cleared that index from its
   1000-event history (errorCode 401) reads the key again and yields a :class:`Resync`.
@@ -28,7 +30,7 @@ import gevent
 import gevent.queue
 
 from geetcd._executor import Attempt
-from geetcd.cluster import Member, MemberState
+from geetcd.cluster import Member
 from geetcd.errors import (
     ClusterUnavailable,
     DeadlineExceeded,
@@ -42,63 +44,29 @@ from geetcd.v2.protocol import PLAIN_HEADERS, error_from_answer, parse_response,
 
 if TYPE_CHECKING:
     from geetcd.client import Client as V3Client
+    from geetcd.core import Core
     from geetcd.v2.client import Client
 
-__all__ = ["LivenessMonitor", "V2Watch", "long_poll"]
+__all__ = ["V2Watch", "long_poll"]
 
 log = logging.getLogger("geetcd.v2")
 _monotonic = time.monotonic
 
 
-class LivenessMonitor:
-    """Aborts the waits of members that stop answering. One per v2 client; greenlet-safe.
+class _Wait:
+    """One open wait, as the core's stream-liveness supervisor sees it
+    (:class:`geetcd.liveness.LiveStream`): silent from its start until its event."""
 
-    While at least one wait is registered, a greenlet owned by the client wakes every
-    ``interval`` seconds and, for each member serving a wait, sends one probe (bounded by
-    the client's attempt timeout). A failed probe benches the member
-    (``ClusterState.mark_failed``); the waits of a benched member are aborted, which makes
-    their readers fail over.
-    """
+    __slots__ = ("last_activity", "liveness", "member", "stream")
 
-    def __init__(self, client: V3Client, interval: float) -> None:
-        self._client = client
-        self.interval = interval
-        self._streams: dict[Stream, Member] = {}
-        self._greenlet: gevent.Greenlet[[], None] | None = None
+    def __init__(self, stream: Stream, member: Member, liveness: float) -> None:
+        self.stream = stream
+        self.member: Member | None = member
+        self.liveness = liveness
+        self.last_activity = _monotonic()
 
-    def __repr__(self) -> str:
-        return f"<LivenessMonitor waits={len(self._streams)} interval={self.interval}s>"
-
-    def add(self, stream: Stream, member: Member) -> None:
-        """Watch over ``stream`` (a wait on ``member``) until :meth:`discard`."""
-        self._streams[stream] = member
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = self._client.spawn(self._run)
-
-    def discard(self, stream: Stream) -> None:
-        """Stop watching ``stream``; call it before closing the stream. Never raises."""
-        self._streams.pop(stream, None)
-
-    def _run(self) -> None:
-        while self._streams:
-            gevent.sleep(self.interval)
-            members = {id(m): m for m in self._streams.values()}
-            checks = [self._client.spawn(self._check, m) for m in members.values()]
-            gevent.joinall(checks)
-
-    def _check(self, member: Member) -> None:
-        if member.state is not MemberState.DOWN:
-            executor = self._client.core.executor
-            try:
-                executor.probe(member, executor.attempt_timeout)
-                return
-            except EtcdError as exc:
-                log.warning("v2 waits on %s: member failed its probe (%s)", member.url, exc)
-                self._client.core.cluster.mark_failed(member, exc)
-        # Streams still registered are still open (discard() precedes close()).
-        for stream, owner in list(self._streams.items()):
-            if owner is member:
-                stream.abort()
+    def abort_connection(self, reason: BaseException) -> None:
+        self.stream.abort()
 
 
 def _read_body(stream: Stream) -> bytes:
@@ -112,7 +80,7 @@ def _read_body(stream: Stream) -> bytes:
 
 def long_poll(
     client: V3Client,
-    monitor: LivenessMonitor,
+    liveness: float,
     path: str,
     deadline: float | None,
     on_member: Callable[[Member], None] | None = None,
@@ -121,15 +89,16 @@ def long_poll(
 
     The wait is opened through the client's attempt loop (``Executor.run``: one pick
     policy, one backoff, one in-flight count); the open ends at the first byte of the
-    answer, and the body (the event) is then read outside the loop, watched over by
-    ``monitor``. ``deadline`` (monotonic) bounds the whole wait, failovers included:
-    DeadlineExceeded when it passes. With None the wait has no end of its own, but
-    ClusterUnavailable is raised when no member could be reached within a whole client
-    ``timeout`` (chained to the last failure). A member that fails (refused, broken, hung,
-    transient error answer) is benched and the same wait is sent to another one.
-    Deterministic error answers (EventIndexCleared, ...) are raised as is. The stream is
-    always closed (never pooled while live), also when the calling greenlet is killed.
-    ``on_member`` is told each member a wait is sent to.
+    answer, and the body (the event) is then read outside the loop, watched over by the
+    core's stream-liveness supervisor (its member probed every ``liveness`` seconds).
+    ``deadline`` (monotonic) bounds the whole wait, failovers included: DeadlineExceeded
+    when it passes. With None the wait has no end of its own, but ClusterUnavailable is
+    raised when no member could be reached within a whole client ``timeout`` (chained to
+    the last failure). A member that fails (refused, broken, hung, transient error answer)
+    is benched and the same wait is sent to another one. Deterministic error answers
+    (EventIndexCleared, ...) are raised as is. The stream is always closed (never pooled
+    while live), also when the calling greenlet is killed. ``on_member`` is told each
+    member a wait is sent to.
     """
     core = client.core
     executor = core.executor
@@ -175,7 +144,7 @@ def long_poll(
                 errors={m.url: m.last_error for m in core.cluster.members},
             ) from exc
         try:
-            return _read_event(stream, member, path, deadline, monitor)
+            return _read_event(core, _Wait(stream, member, liveness), path, deadline)
         except EtcdError as exc:
             if not exc.transient or isinstance(exc, DeadlineExceeded):
                 raise
@@ -184,13 +153,13 @@ def long_poll(
             log.info("v2 wait on %s failed (%s); moving on", member.url, exc)
 
 
-def _read_event(
-    stream: Stream, member: Member, path: str, deadline: float | None, monitor: LivenessMonitor
-) -> Response:
+def _read_event(core: Core, wait: _Wait, path: str, deadline: float | None) -> Response:
     """Read the answer of an open wait (until ``deadline``, if any); always closes it."""
+    stream, member = wait.stream, wait.member
+    assert member is not None
     remaining = None if deadline is None else deadline - _monotonic()
     timer = gevent.Timeout(max(remaining, 0.0)) if remaining is not None else None
-    monitor.add(stream, member)
+    core.liveness.watch(wait)
     try:
         if timer is not None:
             timer.start()
@@ -202,7 +171,7 @@ def _read_event(
     finally:
         if timer is not None:
             timer.close()
-        monitor.discard(stream)
+        core.liveness.forget(wait)
         stream.close()
 
 
@@ -328,7 +297,7 @@ class V2Watch:
         while not self._stopped():
             path = watch_request(self.key, self._next_index, recursive=self.recursive).path
             try:
-                response = long_poll(client, owner._monitor, path, None, self._on_member)
+                response = long_poll(client, owner.liveness, path, None, self._on_member)
             except EventIndexCleared as exc:
                 resync = self._resync(exc)
                 if resync is None:

@@ -1,0 +1,144 @@
+"""The one stream-liveness mechanism of a client, shared by v3 watch streams and v2 waits.
+
+A stream that is connected registers with the core's :class:`StreamLiveness` and leaves it
+when its connection ends. One supervisor greenlet (in the core's group, alive only while
+streams are registered) wakes every quarter of the shortest liveness bound (between 50 ms
+and 1 s) and, reading the one cluster state:
+
+* a stream whose member the cluster state marks DOWN (another call, a probe or a stream
+  failed on it) loses its connection once it has been silent for ``min(1 s, liveness)``:
+  its owner then resumes elsewhere, as after any broken connection;
+* a member whose streams have all been silent for their ``liveness`` bound gets one probe
+  (a cheap linearizable read, 1 s): an answer counts as activity for every stream on that
+  member; a failure benches the member (``ClusterState.mark_failed``) and aborts the
+  connections of all its streams.
+
+Silence is measured from the stream's ``last_activity`` (bytes received) or the member's
+last good probe, whichever is newer. A v2 wait sends nothing until its event, so its
+member is simply probed every ``liveness`` seconds while the wait lasts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+import gevent
+
+from geetcd.cluster import Member, MemberState
+from geetcd.errors import ConnectionLost, EtcdError
+
+if TYPE_CHECKING:
+    from geetcd.core import Core
+
+__all__ = ["LiveStream", "StreamLiveness"]
+
+log = logging.getLogger("geetcd.watch")
+_monotonic = time.monotonic
+
+PROBE_TIMEOUT = 1.0
+"""Seconds a liveness probe may take."""
+DOWN_SILENCE = 1.0
+"""A stream on a member marked DOWN is moved after this much silence (or its liveness)."""
+
+
+class LiveStream(Protocol):
+    """What the supervisor needs from a registered stream."""
+
+    @property
+    def member(self) -> Member | None:
+        """The member the stream is connected to (None: not connected)."""
+
+    @property
+    def liveness(self) -> float:
+        """Seconds of silence after which the member is probed."""
+
+    @property
+    def last_activity(self) -> float:
+        """Monotonic time of the last bytes received."""
+
+    def abort_connection(self, reason: BaseException) -> None:
+        """Drop the connection (from the supervisor); the owner resumes elsewhere."""
+
+
+class StreamLiveness:
+    """Watches over every connected stream of one core (see the module docstring).
+    Building it does no I/O and starts no greenlet. Greenlet-safe."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._streams: dict[LiveStream, None] = {}
+        self._probing: set[str] = set()
+        self._probe_ok: dict[str, float] = {}
+        self._greenlet: gevent.Greenlet[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<StreamLiveness streams={len(self._streams)} probing={len(self._probing)}>"
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def watch(self, stream: LiveStream) -> None:
+        """Watch over ``stream`` (connected now) until :meth:`forget`."""
+        self._streams[stream] = None
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = self._core.spawn(self._run)
+
+    def forget(self, stream: LiveStream) -> None:
+        """Stop watching ``stream`` (its connection ended). Never raises."""
+        self._streams.pop(stream, None)
+
+    def _run(self) -> None:
+        while self._streams and not self._core.closed:
+            period = min(s.liveness for s in list(self._streams)) / 4
+            gevent.sleep(min(1.0, max(0.05, period)))
+            self.check()
+
+    def check(self) -> None:
+        """One supervisor pass (no I/O here: probes run in their own greenlets)."""
+        now = _monotonic()
+        down: dict[str, Member] = {}
+        silent: dict[str, Member] = {}
+        for stream in list(self._streams):
+            member = stream.member
+            if member is None:
+                continue
+            quiet = now - max(stream.last_activity, self._probe_ok.get(member.url, 0.0))
+            if member.state is MemberState.DOWN:
+                if quiet >= min(DOWN_SILENCE, stream.liveness):
+                    down[member.url] = member
+            elif quiet >= stream.liveness:
+                silent[member.url] = member
+        for member in down.values():
+            self._evacuate(member, member.last_error)
+        for url, member in silent.items():
+            if url not in self._probing:
+                self._probing.add(url)
+                self._core.spawn(self._probe, member)
+
+    def _probe(self, member: Member) -> None:
+        try:
+            self._core.executor.probe(member, timeout=PROBE_TIMEOUT)
+        except EtcdError as exc:
+            log.warning("etcd member %s failed the stream liveness probe: %s", member.url, exc)
+            self._core.cluster.mark_failed(member, exc)
+            self._evacuate(member, exc)
+        else:
+            self._probe_ok[member.url] = _monotonic()
+        finally:
+            self._probing.discard(member.url)
+
+    def _evacuate(self, member: Member, reason: BaseException | None) -> None:
+        error = (
+            reason
+            if reason is not None
+            else ConnectionLost(f"etcd member {member.url} is down", member=member.url)
+        )
+        moved = 0
+        for stream in list(self._streams):
+            if stream.member is not None and stream.member.url == member.url:
+                stream.abort_connection(error)
+                moved += 1
+        if moved:
+            log.info("moving %d stream(s) off %s (%s)", moved, member.url, error)
