@@ -37,7 +37,7 @@ from geetcd.errors import (
     UnsupportedServer,
     error_from_status,
 )
-from geetcd.transport import make_ssl_context, parse_endpoint
+from geetcd.transport import make_ssl_context, parse_endpoint, translate
 
 __all__ = ["unary_call"]
 
@@ -62,6 +62,9 @@ def _connect(
         wrapped = context.wrap_socket(sock, server_hostname=settings.server_hostname or host)
     except (_stdlib_ssl.SSLError, OSError) as exc:
         sock.close()
+        error = translate(exc, url, "gRPC TLS handshake")
+        if isinstance(error, TLSError):
+            raise error from exc
         raise TLSError(f"TLS with {url} failed for gRPC: {exc}", member=url) from exc
     if wrapped.selected_alpn_protocol() != "h2":
         wrapped.close()
@@ -160,8 +163,8 @@ def unary_call(
         raise ConnectionLost(f"HTTP/2 protocol error with {url}: {exc}", member=url) from exc
     except EtcdError:
         raise
-    except OSError as exc:
-        raise ConnectionLost(f"gRPC connection to {url} broke: {exc}", member=url) from exc
+    except OSError as exc:  # ssl.SSLError included: a refused client certificate -> TLSError
+        raise translate(exc, url, f"gRPC {path}") from exc
     finally:
         sock.close()
 

@@ -401,3 +401,33 @@ def test_snapshot_into_a_file_object_and_bad_input(etcd_endpoints: list[str]) ->
             client.snapshot(42)  # type: ignore[arg-type]
         with pytest.raises(InvalidArgument):
             client.snapshot(buffer, endpoint="http://127.0.0.1:1")
+
+
+def test_maintenance_over_tls_with_client_certificates(tmp_path: object) -> None:
+    """https members: hash_kv's gRPC negotiates h2 by ALPN with the client's certificates;
+    the streamed snapshot and status go over the same TLS settings."""
+    from pathlib import Path
+
+    from tls_etcd import TlsEtcd, make_pki
+
+    base = Path(os.fspath(tmp_path))  # type: ignore[call-overload]
+    pki = make_pki(base / "pki")
+    (base / "mtls").mkdir()
+    member = TlsEtcd(
+        base / "mtls", pki, server_cert=pki.ip_cert, server_key=pki.ip_key, client_cert_auth=True
+    ).start()
+    try:
+        tls = geetcd.TLS(ca_file=pki.ca_file, cert_file=pki.client_cert, key_file=pki.client_key)
+        with geetcd.Client(member.url, tls=tls) as client:
+            revision = client.put("k", "v").header.revision
+            result = client.hash_kv(member.url, revision)
+            assert result.hash and result.header.revision >= revision
+            buffer = io.BytesIO()
+            info = client.snapshot(buffer, endpoint=member.url)
+            assert len(buffer.getvalue()) == info.size + 32
+        no_cert = geetcd.TLS(ca_file=pki.ca_file)
+        refused = geetcd.Client(member.url, tls=no_cert, timeout=3)
+        with refused, pytest.raises(geetcd.TLSError, match="gRPC"):
+            refused.hash_kv(member.url)  # a TLS refusal, named as such, never retried
+    finally:
+        member.stop()
