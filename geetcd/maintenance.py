@@ -30,6 +30,7 @@ from geetcd.errors import (
     InvalidType,
     MalformedResponse,
     ResponseTimeout,
+    UnsupportedServer,
 )
 from geetcd.models import Status
 from geetcd.protocol import cluster as cluster_proto
@@ -387,6 +388,7 @@ def snapshot(
     progress: Callable[[int, int], object] | None = None,
     timeout: float | None = None,
     idle_timeout: float | None = None,
+    via: str = "grpc",
 ) -> SnapshotInfo:
     """Stream a snapshot of one member's database into ``path_or_file``, as etcdctl's
     ``snapshot save`` does: the database bytes followed by etcd's sha256 trailer, which is
@@ -398,16 +400,24 @@ def snapshot(
     current position (rewound and truncated if a retry is needed and it is seekable; else
     the first failure is raised); it is flushed, not closed.
 
+    ``via="grpc"`` (default): the bytes come over gRPC (HTTP/2 through h2, raw blobs), or
+    through the JSON gateway when an https member offers no HTTP/2; ``via="gateway"``:
+    always through the JSON gateway (base64 blobs, about a third of the rate), for members
+    reachable only through an HTTP/1.1 proxy.
+
     ``endpoint``: the member to save from (only that one); None: whichever member the client
     picks, and another one after a failure. ``progress(received, total)`` is called after
     every blob, ``total`` being the size etcd announced. Memory stays flat: one blob
-    (~32 KiB) at a time. ``timeout`` bounds the whole save (default
+    (~32 KiB) and one socket read (256 KiB) at a time. ``timeout`` bounds the whole save (default
     :data:`SNAPSHOT_TIMEOUT`); ``idle_timeout`` (default max(5 s, the client's attempt
     timeout)) bounds each wait for bytes. A trailer that does not match raises
     MalformedResponse; a stream that ends early raises ConnectionLost.
     """
     if progress is not None and not callable(progress):
         raise InvalidType("progress must be callable(received, total)")
+    if via not in ("grpc", "gateway"):
+        raise InvalidArgument(f"via must be 'grpc' or 'gateway', got {via!r}")
+    save = _save if via == "grpc" else _stream_into
     path: str | None
     fileobj: IO[bytes] | None
     if isinstance(path_or_file, (str, os.PathLike)):
@@ -445,10 +455,10 @@ def snapshot(
                     )
                 fileobj.seek(start_pos)
                 fileobj.truncate()
-            return _stream_into(core, attempt, fileobj, idle, progress), attempt.member.url
+            return save(core, attempt, fileobj, idle, progress), attempt.member.url
         assert part is not None
         with open(part, "wb") as out:
-            decoder = _stream_into(core, attempt, out, idle, progress)
+            decoder = save(core, attempt, out, idle, progress)
             out.flush()
             os.fsync(out.fileno())
         return decoder, attempt.member.url
@@ -483,6 +493,70 @@ def snapshot(
     )
     log.info("snapshot saved: %r", info)
     return info
+
+
+def _save(
+    core: Core,
+    attempt: Attempt,
+    out: IO[bytes],
+    idle: float,
+    progress: Callable[[int, int], object] | None,
+) -> SnapshotDecoder:
+    """One attempt: the snapshot over gRPC (raw bytes, ~3x the gateway's rate), or through
+    the JSON gateway when the member offers no HTTP/2 (an https front without ALPN h2)."""
+    try:
+        return _grpc_stream_into(core, attempt, out, idle, progress)
+    except UnsupportedServer:
+        log.info("%s offers no HTTP/2: snapshot through the JSON gateway", attempt.member.url)
+        return _stream_into(core, attempt, out, idle, progress)
+
+
+def _grpc_stream_into(
+    core: Core,
+    attempt: Attempt,
+    out: IO[bytes],
+    idle: float,
+    progress: Callable[[int, int], object] | None,
+) -> SnapshotDecoder:
+    from geetcd._grpc import stream_call
+
+    member = attempt.member
+    decoder = SnapshotDecoder(member.url)
+    messages = stream_call(
+        member.url,
+        proto.SNAPSHOT_GRPC,
+        proto.SNAPSHOT_REQUEST,
+        tls=core.transport.tls,
+        token=(attempt.headers or {}).get("Authorization"),
+        connect_timeout=attempt.connect_timeout,
+        read_timeout=idle,
+        deadline=attempt.deadline,
+    )
+    try:
+        for message in messages:
+            blob, remaining = proto.parse_snapshot_message(message)
+            decoder.add_blob(blob, remaining)
+            out.write(blob)
+            if progress is not None:
+                progress(decoder.received, decoder.total)
+    finally:
+        messages.close()
+    _check_trailer(decoder, member.url)
+    return decoder
+
+
+def _check_trailer(decoder: SnapshotDecoder, url: str) -> None:
+    if decoder.verified():
+        return
+    if decoder.received < decoder.total + 32:
+        raise ConnectionLost(
+            f"snapshot stream from {url} ended after {decoder.received} of "
+            f"{decoder.total + 32} bytes",
+            member=url,
+        )
+    raise MalformedResponse(
+        f"snapshot from {url}: the sha256 trailer does not match the data", member=url
+    )
 
 
 def _stream_into(
@@ -533,17 +607,7 @@ def _stream_into(
                 out.write(blob)
                 if progress is not None:
                     progress(decoder.received, decoder.total)
-        if not decoder.verified():
-            if decoder.received < decoder.total + 32:
-                raise ConnectionLost(
-                    f"snapshot stream from {member.url} ended after {decoder.received} of "
-                    f"{decoder.total + 32} bytes",
-                    member=member.url,
-                )
-            raise MalformedResponse(
-                f"snapshot from {member.url}: the sha256 trailer does not match the data",
-                member=member.url,
-            )
+        _check_trailer(decoder, member.url)
         return decoder
     finally:
         stream.close()

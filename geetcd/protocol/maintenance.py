@@ -39,6 +39,8 @@ __all__ = [
     "MEMBER_UPDATE",
     "MOVE_LEADER",
     "SNAPSHOT",
+    "SNAPSHOT_GRPC",
+    "SNAPSHOT_REQUEST",
     "Alarm",
     "HashKV",
     "MemberAddResponse",
@@ -52,6 +54,7 @@ __all__ = [
     "parse_alarms",
     "parse_hash_kv",
     "parse_member_add",
+    "parse_snapshot_message",
     "parse_members",
 ]
 
@@ -242,6 +245,11 @@ class SnapshotDecoder:
         except (binascii.Error, ValueError, TypeError) as exc:
             raise MalformedResponse("snapshot blob is not base64", member=self.member) from exc
         remaining = as_int(result.get("remaining_bytes"))
+        self.add_blob(blob, remaining)
+        yield blob
+
+    def add_blob(self, blob: bytes, remaining: int) -> None:
+        """Account for one blob (from either stream shape): size, hash, trailer."""
         if not self.total:
             self.total = remaining + len(blob)
         # Everything but the newest 32 bytes is database: hash it now.
@@ -252,7 +260,6 @@ class SnapshotDecoder:
             tail = tail[-_SHA256_SIZE:]
         self._tail = tail
         self.received += len(blob)
-        yield blob
 
     def trailer_hex(self) -> str:
         """The last 32 bytes received (the sha256 trailer once the stream ended), in hex."""
@@ -341,6 +348,19 @@ def _int(fields: dict[int, list[int | bytes]], number: int, signed: bool = False
     if signed and value >= 1 << 63:
         value -= 1 << 64
     return value
+
+
+SNAPSHOT_GRPC = "/etcdserverpb.Maintenance/Snapshot"
+SNAPSHOT_REQUEST = b"\x00\x00\x00\x00\x00"  # an empty SnapshotRequest in a gRPC frame
+
+
+def parse_snapshot_message(message: bytes) -> tuple[bytes, int]:
+    """``(blob, remaining_bytes)`` of one SnapshotResponse (fields 3 and 2)."""
+    fields = decode_fields(message)
+    blob = fields.get(3, [b""])[-1]
+    if not isinstance(blob, bytes):
+        raise MalformedResponse("snapshot blob is not bytes")
+    return blob, _int(fields, 2)
 
 
 def parse_hash_kv(frame: bytes) -> HashKV:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 
@@ -15,6 +16,7 @@ from fake_transport import Call, FakeStream, FakeTransport
 
 import geetcd
 from geetcd import errors as E
+from geetcd import maintenance
 from geetcd.cluster import ClusterState, Member
 from geetcd.membership import UnhealthyCluster
 from geetcd.models import Header, MemberInfo, MemberList
@@ -86,7 +88,7 @@ def test_snapshot_retries_from_scratch_and_writes_part_then_renames(tmp_path: ob
     transport.stream_handler = streams
     path = os.path.join(os.fspath(tmp_path), "s.db")  # type: ignore[call-overload]
     with geetcd.Client(URLS, transport=transport) as client, gevent.Timeout(10):  # type: ignore[arg-type]
-        info = client.snapshot(path, endpoint=URLS[1])
+        info = maintenance.snapshot(client.core, path, endpoint=URLS[1], via="gateway")
     assert [s.url for s in transport.streams] == [URLS[1], URLS[1]]  # pinned: no failover
     with open(path, "rb") as f:
         assert f.read() == db + hashlib.sha256(db).digest()
@@ -107,7 +109,7 @@ def test_snapshot_with_a_bad_trailer_leaves_no_file(tmp_path: object) -> None:
     path = os.path.join(os.fspath(tmp_path), "s.db")  # type: ignore[call-overload]
     client = geetcd.Client(URLS[:1], transport=transport)  # type: ignore[arg-type]
     with client, gevent.Timeout(10), pytest.raises(E.MalformedResponse, match="sha256"):
-        client.snapshot(path, timeout=2)
+        maintenance.snapshot(client.core, path, timeout=2, via="gateway")
     assert os.listdir(os.path.dirname(path)) == []
 
 
@@ -253,3 +255,10 @@ def test_hash_kv_grpc_frames_round_trip() -> None:
     for bad in (b"", b"\1\0\0\0\0", frame[:-1], b"\0\0\0\0\2\x08\xff"):
         with pytest.raises(E.MalformedResponse):
             proto.parse_hash_kv(bad)
+
+
+def test_snapshot_via_must_be_known() -> None:
+    transport = FakeTransport(lambda c, n: RawResponse(200, b"{}"))
+    client = geetcd.Client(URLS, transport=transport)  # type: ignore[arg-type]
+    with client, pytest.raises(E.InvalidArgument):
+        maintenance.snapshot(client.core, io.BytesIO(), via="carrier-pigeon")
