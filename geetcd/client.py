@@ -614,7 +614,8 @@ class Client:
 
     @property
     def endpoints(self) -> list[str]:
-        """The member URLs the client currently uses."""
+        """The URLs of the members the client knows (learners included: they serve calls
+        pinned to them with ``endpoint=``, never picked for other traffic)."""
         return [m.url for m in self._cluster.members]
 
     def spawn(self, func: Callable[..., Any], *args: Any) -> gevent.Greenlet[..., Any]:

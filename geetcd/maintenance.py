@@ -1,11 +1,12 @@
-"""Maintenance calls: status, defragment, alarms, leader transfer and snapshots.
+"""Maintenance calls: status, defragment, hash_kv, alarms, leader transfer and snapshots.
 
 Every call runs through the client's one attempt loop (``core.executor.run``). Calls about
-one member (:func:`status` with ``endpoint``, :func:`defragment`, :func:`snapshot` with
-``endpoint``) are pinned to that member with the loop's ``endpoint=``: every attempt goes
-there and only there, never to another member. :func:`move_leader` pins itself to the
-current leader. ``endpoint`` must be the URL of a member the client knows
-(``client.endpoints``, learners included); InvalidArgument otherwise.
+one member (:func:`status` with ``endpoint``, :func:`defragment`, :func:`hash_kv`,
+:func:`snapshot` with ``endpoint``) are pinned to that member with the loop's
+``endpoint=``: every attempt goes there and only there, never to another member.
+:func:`move_leader` pins itself to the current leader. ``endpoint`` must be the URL of a
+member the client knows (``client.endpoints``, learners included); InvalidArgument
+otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
-from geetcd._executor import Attempt, parse_answer
+from geetcd._executor import Attempt, check_retry, parse_answer
 from geetcd.cluster import Member
 from geetcd.config import Retry
 from geetcd.errors import (
@@ -93,6 +94,8 @@ def unary(
     (which cannot move on once sent) waits for its answer until the call's deadline unless
     ``attempt_timeout`` says otherwise: better a late answer than OutcomeUnknown. ``avoid``:
     members not to send to unless no other one is usable."""
+    if retry is not None:
+        check_retry(retry)
     core.start()
     executor = core.executor
     deadline = executor.deadline(timeout)
@@ -202,6 +205,8 @@ def hash_kv(
         raise InvalidType(f"revision must be an int, got {type(revision).__name__}")
     if revision < 0:
         raise InvalidArgument(f"revision must be >= 0, got {revision}")
+    if retry is not None:
+        check_retry(retry)
     core.start()
     executor = core.executor
     deadline = executor.deadline(timeout)

@@ -262,3 +262,21 @@ def test_snapshot_via_must_be_known() -> None:
     client = geetcd.Client(URLS, transport=transport)  # type: ignore[arg-type]
     with client, pytest.raises(E.InvalidArgument):
         maintenance.snapshot(client.core, io.BytesIO(), via="carrier-pigeon")
+
+
+def test_bad_retry_and_timeout_are_refused_before_sending() -> None:
+    transport = FakeTransport(lambda c, n: _answer(200, {}))
+    with geetcd.Client(URLS, transport=transport) as client:  # type: ignore[arg-type]
+        with pytest.raises(E.InvalidType):
+            client.alarm_list(retry=3)  # type: ignore[arg-type]
+        with pytest.raises(E.InvalidType):
+            client.hash_kv(URLS[0], retry="x")  # type: ignore[arg-type]
+        with pytest.raises(E.InvalidArgument):
+            client.status(timeout=-1)
+        with pytest.raises(E.InvalidType):
+            client.hash_kv(URLS[0], revision="1")  # type: ignore[arg-type]
+        with pytest.raises(E.InvalidArgument):
+            client.hash_kv(URLS[0], revision=-1)
+        with pytest.raises(E.InvalidType):
+            client.move_leader("abc")  # type: ignore[arg-type]
+    assert [c for c in transport.calls if c.what != "health probe"] == []
