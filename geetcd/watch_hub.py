@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -488,11 +488,24 @@ class WatchHub:
     def close(self) -> None:
         """End every watch: iterators stop, connections close. Never raises."""
         self.closed = True
+        self._end_every_stream(lambda sub: sub.hub_closed())
+
+    def drop_inherited(self) -> None:
+        """In a forked child (see :meth:`Core.start`): end every watch inherited from the
+        parent with WatchCanceled (reason ``"forked"``); their streams are forgotten and
+        their greenlets killed. New watches work as usual. Never raises."""
+        error = inherited_watch_error()
+        self._end_every_stream(lambda sub: sub.hub_finish(error))
+        self.runners.clear()
+
+    def _end_every_stream(self, notify: Callable[[Subscriber], None]) -> None:
+        """``notify`` every subscriber, then stop every stream: its connection aborted, its
+        reader killed (unless it is the caller), the hub's tables emptied."""
         for stream in list(self.streams):
             subscribers = list(stream.subscribers)
             stream.subscribers.clear()
             for sub in subscribers:
-                sub.hub_closed()
+                notify(sub)
             stream.done = True
             stream.created.set()  # wakes a client.watch() still waiting for its creation
             connection = stream.connection
@@ -502,24 +515,6 @@ class WatchHub:
                 stream.greenlet.kill(block=False)
         self.streams.clear()
         self.shared.clear()
-
-    def drop_inherited(self) -> None:
-        """In a forked child (see :meth:`Core.start`): end every watch inherited from the
-        parent with WatchCanceled (reason ``"forked"``); their streams are forgotten and
-        their greenlets killed. New watches work as usual. Never raises."""
-        error = inherited_watch_error()
-        for stream in list(self.streams):
-            stream.done = True
-            subscribers = list(stream.subscribers)
-            stream.subscribers.clear()
-            for sub in subscribers:
-                sub.hub_finish(error)
-            stream.created.set()
-            if stream.greenlet is not None and stream.greenlet is not gevent.getcurrent():
-                stream.greenlet.kill(block=False)
-        self.streams.clear()
-        self.shared.clear()
-        self.runners.clear()
 
     # ------------------------------------------------------------------ callback runners
     def _supervise(self) -> None:
