@@ -456,6 +456,8 @@ _TABLE: tuple[tuple[int, str | None, type[EtcdError]], ...] = (
     (14, None, UnavailableError),
     (16, "invalid auth token", InvalidAuthToken),
     (16, None, AuthError),
+    (2, "raft: stopped", UnavailableError),  # a member being removed or shutting down
+    (2, "server stopped", UnavailableError),
     (2, "deadline exceeded", RequestTimedOut),
     (4, None, RequestTimedOut),
 )

@@ -85,3 +85,10 @@ def test_lost_answer_of_a_write_is_outcome_unknown_not_retried() -> None:
         assert len(sent) == 2  # one attempt per call: a possibly-applied write is never resent
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("message", ["raft: stopped", "etcdserver: server stopped"])
+def test_a_stopping_member_is_a_member_failure(message: str) -> None:
+    """Seen from a member being removed: another member may answer, so it is transient."""
+    error = E.error_from_status(500, 2, message, member=URLS[0])
+    assert isinstance(error, E.UnavailableError) and error.transient
