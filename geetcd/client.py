@@ -90,6 +90,11 @@ class Client:
     ``batch_writes`` (off by default): puts and deletes likewise share a txn; a batch of
     writes is applied at ONE revision and, if its answer is lost, every write in it raises
     the same OutcomeUnknown.
+    ``streams``: ``"websocket"`` (the default) carries every watch and every keepalive of
+    the client to a member on one WebSocket to that member (watches multiplexed by
+    client-chosen IDs, one message per lease refresh); where a member (or a proxy in front
+    of it) refuses the upgrade, that member's streams fall back to HTTP with one log line.
+    ``"http"``: one HTTP stream per distinct watch and batched keepalive POSTs.
 
     Constructing a client does no network I/O; the first call does. Use it as a context
     manager or call :meth:`close`.
@@ -117,6 +122,7 @@ class Client:
         transport: Transport | None = None,
         batch_reads: bool = True,
         batch_writes: bool = False,
+        streams: str = "websocket",
     ) -> None:
         check_bool(batch_reads, "batch_reads")
         check_bool(batch_writes, "batch_writes")
@@ -138,6 +144,7 @@ class Client:
             hedge_delay=hedge_delay,
             on_state_change=on_state_change,
             transport=transport,
+            streams=streams,
         )
         self._core = core
         # The facade's own shorthands for the core's parts (features use ``client.core``).

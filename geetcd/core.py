@@ -19,7 +19,7 @@ import gevent.pool
 from geetcd._executor import Executor, check_timeout
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
 from geetcd.config import TLS, Retry
-from geetcd.errors import InvalidType
+from geetcd.errors import InvalidArgument, InvalidType
 from geetcd.keepalive import KeepAlive
 from geetcd.liveness import StreamLiveness
 from geetcd.models import Header, MemberList
@@ -27,6 +27,9 @@ from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol.codec import Keyspace, to_bytes
 from geetcd.transport import Transport
 from geetcd.watch_hub import WatchHub
+
+STREAM_KINDS = ("websocket", "http")
+"""The values of ``Client(streams=...)``."""
 
 __all__ = ["Core"]
 
@@ -63,8 +66,16 @@ class Core:
         hedge_delay: float | None,
         on_state_change: Callable[[StateChange], None] | None,
         transport: Transport | None,
+        streams: str = "websocket",
     ) -> None:
         urls = normalize_endpoints(endpoints)
+        if not isinstance(streams, str):
+            raise InvalidType(f"streams must be 'websocket' or 'http', got {type(streams).__name__}")
+        if streams not in STREAM_KINDS:
+            raise InvalidArgument(f"streams must be 'websocket' or 'http', got {streams!r}")
+        self.streams = streams
+        """How watches and keepalives travel: ``"websocket"`` (one multiplexed WebSocket per
+        member, falling back to HTTP where the upgrade is refused) or ``"http"``."""
         if tls is not None and not isinstance(tls, TLS):
             raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
         if sync_interval is not None:

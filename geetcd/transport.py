@@ -440,6 +440,13 @@ class Transport:
             )
         return _Pool(host, port, maxsize=maxsize, block=block, retries=False)
 
+    def ssl_context(self) -> _stdlib_ssl.SSLContext:
+        """The client's gevent.ssl context (built from ``tls``, or defaults, on first use);
+        shared by the pools and the WebSocket streams (:mod:`geetcd.websocket`)."""
+        if self._ssl_context is None:
+            self._ssl_context = make_ssl_context(self.tls or TLS())
+        return self._ssl_context
+
     def pool(self, url: str) -> HTTPConnectionPool:
         """The unary pool for ``url`` (created on first use)."""
         pool = self._pools.get(url)
