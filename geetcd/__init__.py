@@ -59,6 +59,7 @@ from geetcd.errors import (
     WatchCompacted,
     WatchError,
     WatchOverflow,
+    WebSocketRefused,
 )
 from geetcd.lease import Lease, LeaseLoss, Session
 from geetcd.models import (
@@ -171,6 +172,7 @@ __all__ = [
     "TxnResponse",
     "UnavailableError",
     "UnsupportedServer",
+    "WebSocketRefused",
     "WatchCanceled",
     "WatchCompacted",
     "WatchError",

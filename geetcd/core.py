@@ -70,7 +70,8 @@ class Core:
     ) -> None:
         urls = normalize_endpoints(endpoints)
         if not isinstance(streams, str):
-            raise InvalidType(f"streams must be 'websocket' or 'http', got {type(streams).__name__}")
+            kind = type(streams).__name__  # type: ignore[unreachable]  # untyped callers
+            raise InvalidType(f"streams must be 'websocket' or 'http', got {kind}")
         if streams not in STREAM_KINDS:
             raise InvalidArgument(f"streams must be 'websocket' or 'http', got {streams!r}")
         self.streams = streams

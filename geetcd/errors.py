@@ -25,6 +25,7 @@ The tree::
     ├── ServerError                       any other answer from etcd (.code, .http_status)
     │   ├── FailedPrecondition / NotFound
     │   └── UnsupportedServer             no usable v3 gateway on this member
+    │       └── WebSocketRefused          a WebSocket upgrade was answered with plain HTTP
     ├── MalformedResponse                 etcd answered something this client cannot parse
     ├── UnavailableError                  a member-level failure; another member may succeed
     │   ├── ConnectionFailed              could not connect: the request surely never arrived
@@ -280,6 +281,12 @@ class NotFound(ServerError):
 
 class UnsupportedServer(ServerError):
     """The member has no v3 JSON gateway under any known prefix (/v3, /v3beta, /v3alpha)."""
+
+
+class WebSocketRefused(UnsupportedServer):
+    """The member, or a proxy in front of it, answered a WebSocket upgrade with plain HTTP
+    (``http_status``). Not retried: with ``streams="websocket"`` the client's watches and
+    keepalives fall back to HTTP streams instead (logged once); nothing is lost."""
 
 
 class MalformedResponse(EtcdError):

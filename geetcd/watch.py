@@ -190,9 +190,7 @@ class Watch:
     def member(self) -> str | None:
         """The URL of the member currently serving this watch's stream (None if none)."""
         stream = self._stream
-        if stream is None or stream.member is None or stream.connection is None:
-            return None
-        return stream.member.url
+        return stream.serving_member() if stream is not None else None
 
     @property
     def buffered(self) -> int:
@@ -458,8 +456,10 @@ class Watch:
         self.revision = max(self.revision, batch.revision)
 
     def _shares_stream(self) -> bool:
+        """True when a slow callback here would delay other watches: identical watches on
+        one server watch, or any watch on a multiplexed WebSocket (one reader for all)."""
         stream = self._stream
-        return stream is not None and len(stream.subscribers) > 1
+        return stream is not None and (len(stream.subscribers) > 1 or stream.channel is not None)
 
     def hub_retire_if_idle(self, now: float, linger: float) -> None:
         """Called by the hub: end an idle runner (it is started again by the next event)."""

@@ -59,6 +59,7 @@ from geetcd.transport import Stream
 
 if TYPE_CHECKING:
     from geetcd.core import Core
+    from geetcd.watch_mux import WatchChannel
 
 __all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 
@@ -81,8 +82,9 @@ class WatchSpec:
     filters: tuple[str, ...]
     progress_notify: bool
 
-    def body(self, start_revision: int) -> bytes:
-        """The request body creating this watch from ``start_revision`` (0: from now)."""
+    def body(self, start_revision: int, watch_id: int = 0) -> bytes:
+        """The request creating this watch from ``start_revision`` (0: from now). With a
+        ``watch_id`` (a multiplexed stream), the server may fragment big responses."""
         return encode_json(
             create_body(
                 self.key,
@@ -91,6 +93,8 @@ class WatchSpec:
                 prev_kv=self.prev_kv,
                 filters=self.filters,
                 progress_notify=self.progress_notify,
+                watch_id=watch_id,
+                fragment=watch_id != 0,
             )
         )
 
@@ -135,6 +139,7 @@ class ServerStream:
     __slots__ = (
         "_auth_retried",
         "_failures",
+        "channel",
         "connection",
         "created",
         "done",
@@ -152,6 +157,7 @@ class ServerStream:
         "shared",
         "spec",
         "subscribers",
+        "watch_id",
     )
 
     def __init__(
@@ -172,6 +178,10 @@ class ServerStream:
         self.errors: deque[BaseException] = deque(maxlen=8)
         self.member: Member | None = None
         self.connection: Stream | None = None
+        # On a multiplexed WebSocket (geetcd.watch_mux): the channel and this watch's ID on
+        # its current connection; None / 0 on an HTTP stream of its own.
+        self.channel: WatchChannel | None = None
+        self.watch_id = 0
         self.last_activity = _monotonic()
         self.greenlet: gevent.Greenlet[[], None] | None = None
         self.reconnects = 0
@@ -208,6 +218,10 @@ class ServerStream:
             return
         self.done = True
         self.hub._forget(self)
+        channel = self.channel
+        if channel is not None:
+            channel.cancel(self)
+            return
         reader = self.greenlet
         current = gevent.getcurrent()
         if reader is None or reader is current or reader.dead:
@@ -217,12 +231,26 @@ class ServerStream:
             connection.abort()
         reader.kill(block=current is not gevent.get_hub(), timeout=2.0)
 
+    def serving_member(self) -> str | None:
+        """The URL of the member currently serving this watch (None while reconnecting)."""
+        channel = self.channel
+        if channel is not None:
+            member = channel.member
+            return member.url if member is not None and channel.ws is not None else None
+        if self.member is None or self.connection is None:
+            return None
+        return self.member.url
+
     def stopped(self) -> bool:
         """True once the stream was stopped or failed (re-read: other greenlets set it)."""
         return self.done
 
     def abort_connection(self, reason: BaseException) -> None:
-        """Drop the current connection (from the supervisor); the reader resumes elsewhere."""
+        """Drop the current connection (from the supervisor); the reader resumes elsewhere.
+        On a multiplexed WebSocket that is the channel's connection: all its watches move."""
+        if self.channel is not None:
+            self.channel.abort_connection(reason)
+            return
         connection = self.connection
         if connection is not None and not self.done:
             self.last_error = reason
@@ -388,11 +416,37 @@ class ServerStream:
                 self.next_revision = batch.revision + 1
             return
         # A progress notification: everything up to its revision has been sent.
-        revision = response.header.revision
+        self.channel_progress(response.header.revision)
+
+    # ------------------------------------------------------------------ on a channel
+    # Called by the WatchChannel's reader (geetcd.watch_mux) for a multiplexed watch.
+    def channel_created(self, response: WatchResponse, member: Member, started: float) -> None:
+        """The server acknowledged this watch on the channel's current connection."""
+        self.member = member
+        self._on_created(response, member, started)
+
+    def channel_deliver(self, response: WatchResponse, member: Member, started: float) -> None:
+        """Events (fragments joined) or a progress notification of this watch."""
+        self._handle(response, member, started)
+
+    def channel_progress(self, revision: int) -> None:
+        """Everything up to ``revision`` has been sent: the resume point moves past it."""
         if self.ever_created and revision + 1 >= self.next_revision:
             self.next_revision = revision + 1
             if self.spec.progress_notify:
                 self._dispatch(WatchBatch(revision, ()))
+
+    def moved(self, error: EtcdError) -> None:
+        """The channel's connection failed with ``error``: this watch resumes elsewhere."""
+        self.last_error = error
+        self.errors.append(error)
+        self.reconnects += 1
+
+    def channel_failed(self, error: BaseException) -> None:
+        """The server canceled this watch, or the channel gave up: terminal."""
+        self.channel = None
+        self._fail(error)
+        self.hub._forget(self)
 
     def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
         self._failures = 0
@@ -450,6 +504,10 @@ class WatchHub:
         self._supervisor: gevent.Greenlet[[], None] | None = None
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
         self.runners: set[Subscriber] = set()
+        # Every watch on one WebSocket (Client(streams="websocket"), the default).
+        from geetcd.watch_mux import WatchMux
+
+        self.mux = WatchMux(self)
         core.on_close(self.close)
 
     def __repr__(self) -> str:
@@ -472,13 +530,21 @@ class WatchHub:
                 self.shared[spec] = stream
             self.streams.add(stream)
             stream.attach(sub)
-            stream.greenlet = core.spawn(stream.run)
+            if self.mux.enabled:
+                self.mux.add(stream)
+            else:
+                self.start_http(stream)
         else:
             stream.liveness = min(stream.liveness, liveness)
             stream.attach(sub)
         if self._supervisor is None or self._supervisor.dead:
             self._supervisor = core.spawn(self._supervise)
         return stream
+
+    def start_http(self, stream: ServerStream) -> None:
+        """Give ``stream`` an HTTP stream of its own (its reader greenlet), from its resume
+        revision."""
+        stream.greenlet = self.core.spawn(stream.run)
 
     def _forget(self, stream: ServerStream) -> None:
         self.streams.discard(stream)
@@ -488,6 +554,7 @@ class WatchHub:
     def close(self) -> None:
         """End every watch: iterators stop, connections close. Never raises."""
         self.closed = True
+        self.mux.close()
         self._end_every_stream(lambda sub: sub.hub_closed())
 
     def drop_inherited(self) -> None:
@@ -495,6 +562,7 @@ class WatchHub:
         parent with WatchCanceled (reason ``"forked"``); their streams are forgotten and
         their greenlets killed. New watches work as usual. Never raises."""
         error = inherited_watch_error()
+        self.mux.close()
         self._end_every_stream(lambda sub: sub.hub_finish(error))
         self.runners.clear()
 

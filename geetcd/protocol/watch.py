@@ -41,9 +41,13 @@ __all__ = [
     "WatchBatch",
     "WatchDecoder",
     "WatchFilter",
+    "PROGRESS_REQUEST",
+    "PROGRESS_WATCH_ID",
     "WatchItem",
+    "cancel_body",
     "cancel_error",
     "create_body",
+    "decode_message",
     "group_by_revision",
     "normalize_filters",
     "parse_event",
@@ -107,12 +111,21 @@ def create_body(
     prev_kv: bool = False,
     filters: tuple[str, ...] = (),
     progress_notify: bool = False,
+    watch_id: int = 0,
+    fragment: bool = False,
 ) -> dict[str, Any]:
     """The body of one ``/v3/watch`` request: a single ``create_request``.
 
     ``key``/``range_end`` are wire bytes (namespace applied); zero values are not sent.
+    ``watch_id`` (a multiplexed stream: the client's own ID for this watch, >= 1) and
+    ``fragment`` (let the server split a response bigger than its request limit) are for
+    WebSocket streams.
     """
     request: dict[str, Any] = {"key": b64(key)}
+    if watch_id:
+        request["watch_id"] = watch_id
+    if fragment:
+        request["fragment"] = True
     if range_end is not None:
         request["range_end"] = b64(range_end)
     if start_revision:
@@ -124,6 +137,19 @@ def create_body(
     if progress_notify:
         request["progress_notify"] = True
     return {"create_request": request}
+
+
+def cancel_body(watch_id: int) -> dict[str, Any]:
+    """The message canceling watch ``watch_id`` on a multiplexed stream."""
+    return {"cancel_request": {"watch_id": watch_id}}
+
+
+PROGRESS_REQUEST = '{"progress_request":{}}'
+"""The message asking a multiplexed stream for a progress answer (``watch_id`` -1)."""
+
+PROGRESS_WATCH_ID = -1
+"""The ``watch_id`` of answers that belong to no one watch: a progress answer, or the
+refusal of a ``create_request`` (``created`` and ``canceled`` both set)."""
 
 
 def parse_event(obj: dict[str, Any], ks: Keyspace | None = None) -> Event:
@@ -282,29 +308,38 @@ class WatchDecoder:
         return [self._decode(data)]
 
     def _decode(self, line: bytes) -> WatchItem:
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            malformed = MalformedResponse(
-                f"watch stream line is not JSON: {line[:80]!r}", member=self._member
-            )
-            malformed.__cause__ = exc
-            return malformed
-        if not isinstance(obj, dict):
-            return MalformedResponse(
-                f"watch stream line is not an object: {line[:80]!r}", member=self._member
-            )
-        result = obj.get("result")
-        if isinstance(result, dict):
-            try:
-                return parse_watch_response(result, self._ks)
-            except EtcdError as exc:
-                exc.member = exc.member or self._member
-                return exc
-        error = error_from_object(obj, 200, self._member)
-        if error is not None:
-            return error
-        return MalformedResponse(
-            f"watch stream line has neither result nor error: {line[:80]!r}",
-            member=self._member,
+        return decode_message(line, self._ks, self._member)
+
+
+def decode_message(
+    message: bytes | str, ks: Keyspace | None = None, member: str | None = None
+) -> WatchItem:
+    """One whole stream message (an HTTP stream line, or a WebSocket message): the
+    WatchResponse of a ``result``, the EtcdError of an ``error`` object, or a
+    MalformedResponse for anything else (returned, never raised)."""
+    try:
+        obj = json.loads(message)
+    except ValueError as exc:
+        malformed = MalformedResponse(
+            f"watch stream message is not JSON: {message[:80]!r}", member=member
         )
+        malformed.__cause__ = exc
+        return malformed
+    if not isinstance(obj, dict):
+        return MalformedResponse(
+            f"watch stream message is not an object: {message[:80]!r}", member=member
+        )
+    result = obj.get("result")
+    if isinstance(result, dict):
+        try:
+            return parse_watch_response(result, ks)
+        except EtcdError as exc:
+            exc.member = exc.member or member
+            return exc
+    error = error_from_object(obj, 200, member)
+    if error is not None:
+        return error
+    return MalformedResponse(
+        f"watch stream message has neither result nor error: {message[:80]!r}",
+        member=member,
+    )
