@@ -88,6 +88,9 @@ _INF = float("inf")
 # cost dominates anyway: 64 IDs per POST took ~1/2 the client CPU and ~1/3 the requests of 19
 # per POST (10,000 leases: 4.9% vs 9.1% of a core; re-sends included).
 DEFAULT_BATCH_SIZE = 64
+# IDs per refresh on a keepalive WebSocket: every ID gets its own answer there, so the
+# batch only bounds how long one refresh call waits for its answers.
+WEBSOCKET_BATCH_SIZE = 512
 # Keepalive POSTs in flight at once (per client).
 DEFAULT_MAX_CONCURRENCY = 4
 # Leases due within this window (capped at a quarter of their refresh interval) share a POST.
@@ -224,6 +227,10 @@ class KeepAlive:
         self._slots: gevent.lock.BoundedSemaphore | None = None
         self._sessions: dict[int, KeptSession] = {}
         self._closed = False
+        # Keepalives on one WebSocket per member (Client(streams="websocket")).
+        from geetcd.keepalive_ws import KeepAliveChannels
+
+        self.channels = KeepAliveChannels(core)
         core.on_close(self.close)
 
     def __repr__(self) -> str:
@@ -309,7 +316,8 @@ class KeepAlive:
         assert slots is not None
         ready = self._collect(_monotonic())
         if ready:
-            for batch in _batches(ready, max(1, self.batch_size)):
+            size = WEBSOCKET_BATCH_SIZE if self.channels.enabled else self.batch_size
+            for batch in _batches(ready, max(1, size)):
                 slots.acquire()
                 if self.closed:
                     slots.release()
@@ -391,6 +399,15 @@ class KeepAlive:
             sent_at = _monotonic()
             stats.posts += 1
             stats.ids_sent += len(ids)
+            if self.channels.enabled:
+                try:
+                    ttls = self.channels.refresh(attempt, ids)
+                except EtcdError:
+                    stats.failed_posts += 1
+                    raise
+                if ttls is not None:
+                    self._apply(ttls, pending, sent_at)
+                    return
             try:
                 response = core.transport.request(
                     member.url,
@@ -455,9 +472,21 @@ class KeepAlive:
         if response.status != 200:
             return error_from_body(response.status, response.data, member.url)
         answer = proto.parse_keepalive(response.data, member.url)
-        stats = self.stats
         asked = len(pending)
-        for lease_id, ttl in answer.ttls.items():
+        self._apply(answer.ttls, pending, sent_at)
+        if answer.error is not None:
+            return answer.error
+        if pending and len(pending) == asked:
+            return MalformedResponse(
+                f"keepalive answer from {member.url} named none of the {asked} leases",
+                member=member.url,
+            )
+        return None
+
+    def _apply(self, ttls: dict[int, int], pending: dict[int, KeptLease], sent_at: float) -> None:
+        """Apply answered TTLs (0: the lease is gone) to the leases in ``pending``."""
+        stats = self.stats
+        for lease_id, ttl in ttls.items():
             lease = pending.pop(lease_id, None)
             if lease is None:
                 continue
@@ -468,14 +497,6 @@ class KeepAlive:
             else:
                 self._lose(lease, LeaseLoss.EXPIRED)
         stats.unanswered += len(pending)
-        if answer.error is not None:
-            return answer.error
-        if pending and len(pending) == asked:
-            return MalformedResponse(
-                f"keepalive answer from {member.url} named none of the {asked} leases",
-                member=member.url,
-            )
-        return None
 
     def _reschedule(self, batch: list[KeptLease], pending: dict[int, KeptLease]) -> None:
         now = _monotonic()
@@ -499,6 +520,7 @@ class KeepAlive:
         if runner is not None and runner is not gevent.getcurrent():
             runner.kill(block=False)
         self._slots = None
+        self.channels.close()
         self._sessions.clear()
         leases = list(self._kept.values())
         self._kept.clear()
@@ -525,6 +547,7 @@ class KeepAlive:
             gevent.joinall(closers, timeout=_CLOSE_REVOKE_TIMEOUT + 0.5)
         self._closed = True
         self._wake.set()
+        self.channels.close()
         for lease in list(self._kept.values()):
             lease.keepalive_lost(LeaseLoss.CLOSED, inline=True)
         self._kept.clear()

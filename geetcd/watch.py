@@ -38,6 +38,7 @@ from geetcd.errors import (
     EtcdError,
     InvalidArgument,
     WatchCanceled,
+    WatchError,
     WatchOverflow,
 )
 from geetcd.models import Event
@@ -321,6 +322,31 @@ class Watch:
         if waiter is not None:
             self._waiter = None
             gevent.get_hub().loop.run_callback(waiter.switch, None)
+
+    def request_progress(self, timeout: float | None = None) -> int:
+        """A barrier: ask the server for its current revision R and return R once every
+        event of this watch up to R has been delivered to it (iterating or the callback
+        then sees them before anything later); ``watch.revision`` reaches R once what
+        was buffered has been taken.
+
+        Needs a watch on a WebSocket stream (``Client(streams="websocket")``, the default,
+        without credentials): an HTTP stream cannot carry the request, and WatchError
+        says so. ``timeout`` (default: the client's) bounds the wait, reconnections
+        included (DeadlineExceeded). The answer is etcd's: on etcd 3.4 and 3.5 builds
+        without the fix of etcd issue #15220 (PR #15237, 3.4.23 and 3.5.1 among them) a
+        progress answer can overtake events the server had queued, so under heavy write
+        load it may come early there.
+        """
+        if self._done:
+            raise WatchError(f"the watch on {self.key!r} has ended")
+        stream = self._stream
+        if stream is None:
+            raise WatchError(f"the watch on {self.key!r} has no stream")
+        deadline = self._hub.core.executor.deadline(timeout)
+        revision = self._hub.mux.request_progress(stream, deadline)
+        if revision > self.revision and not self._batches and not self._current:
+            self.revision = max(self.revision, revision)
+        return revision
 
     def cancel(self) -> None:
         """Stop watching: buffered events are dropped, iteration ends, and the server stream
