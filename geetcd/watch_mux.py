@@ -110,6 +110,7 @@ class WatchChannel:
         "closed",
         "connected",
         "failures",
+        "fragmented",
         "greenlet",
         "last_activity",
         "last_error",
@@ -140,6 +141,8 @@ class WatchChannel:
         self.last_error: BaseException | None = None
         self.failures = 0
         self.reconnects = 0
+        #: Responses the server sent in fragments (joined here before delivery).
+        self.fragmented = 0
         self._idle_since: float | None = None
         self.greenlet: gevent.Greenlet[[], None] | None = None
 
@@ -209,7 +212,7 @@ class WatchChannel:
         DeadlineExceeded, or the channel's error when the connection failed meanwhile."""
         if not self.connected.wait(max(0.0, deadline - _monotonic())) or self.ws is None:
             raise DeadlineExceeded("the watch stream was not connected before the deadline")
-        answer: gevent.event.AsyncResult[int] = gevent.event.AsyncResult[int]()
+        answer: gevent.event.AsyncResult[int] = gevent.event.AsyncResult()
         self._progress.append(answer)
         self._send(PROGRESS_REQUEST)
         try:
@@ -450,6 +453,7 @@ class WatchChannel:
         pieces = self._fragments.pop(watch_id, None)
         if pieces is not None:
             pieces.extend(response.events)
+            self.fragmented += 1
             response = replace(response, events=tuple(pieces), fragment=False)
         stream.channel_deliver(response, member, started)
 
