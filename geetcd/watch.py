@@ -74,6 +74,10 @@ EventCallback = Callable[[Event], object]
 ErrorCallback = Callable[[BaseException], object]
 
 
+_NO_BATCHES: deque[WatchBatch] = deque()
+"""The shared empty buffer of callback watches that never buffered (never appended to)."""
+
+
 def hub_for(client: Client) -> WatchHub:
     """The client's watch hub (``client.core.watch_hub``; closed by ``client.close()``)."""
     return client.core.watch_hub
@@ -144,12 +148,15 @@ class Watch:
         self._capacity = capacity
         self._callback = callback
         self._on_error = on_error
-        self._batches: deque[WatchBatch] = deque()
+        # A callback watch runs its callbacks inline and buffers nothing until a slow
+        # callback moves it to a greenlet: it shares one empty deque until then (768 bytes
+        # a watch saved); :meth:`_own_batches` gives it its own before anything is added.
+        self._batches: deque[WatchBatch] = deque() if callback is None else _NO_BATCHES
         self._buffered = 0
         # One reusable Waiter (no allocation per wake-up). A late wake-up meant for an
         # earlier wait is harmless: every wait is in a loop that re-checks the buffer, and
         # Waiter.switch only switches into a greenlet blocked in this Waiter's get().
-        self._own_waiter: Waiter[None] = Waiter()
+        self._own_waiter: Waiter[None] | None = None  # (created by the first wait)
         self._waiter: Waiter[None] | None = None
         self._done = False
         self._end_reason = ""
@@ -181,6 +188,16 @@ class Watch:
             f"{state} member={member}>"
         )
 
+    def _own_batches(self) -> deque[WatchBatch]:
+        batches = self._batches
+        if batches is _NO_BATCHES:
+            batches = self._batches = deque()
+        return batches
+
+    def _new_waiter(self) -> Waiter[None]:
+        waiter = self._own_waiter = Waiter()
+        return waiter
+
     # ------------------------------------------------------------------ consumer side
     @property
     def done(self) -> bool:
@@ -200,7 +217,7 @@ class Watch:
 
     def __iter__(self) -> Iterator[Event]:
         """Events in order; ends when canceled or closed; raises the watch's error."""
-        batches = self._batches
+        batches = self._own_batches()
         while True:
             if self._current:
                 yield self._take()
@@ -210,7 +227,7 @@ class Watch:
                     if self.error is not None:
                         raise self.error
                     return
-                waiter = self._waiter = self._own_waiter
+                waiter = self._waiter = self._own_waiter or self._new_waiter()
                 waiter.clear()
                 waiter.get()
                 continue
@@ -283,7 +300,7 @@ class Watch:
 
     def _pop(self, deadline: float | None) -> WatchBatch | None:
         """The next buffered batch (waiting for one); None at a clean end."""
-        batches = self._batches
+        batches = self._own_batches()
         while not batches:
             if self._done:
                 if self.error is not None:
@@ -300,7 +317,7 @@ class Watch:
         The stream wakes all its waiting subscribers from one hub callback (see
         ServerStream._dispatch), much cheaper than one gevent Event per subscriber.
         """
-        waiter = self._waiter = self._own_waiter
+        waiter = self._waiter = self._own_waiter or self._new_waiter()
         waiter.clear()
         if deadline is None:
             waiter.get()
@@ -396,7 +413,7 @@ class Watch:
         if self._inline:
             self._call_inline(batch)
             return True
-        batches = self._batches
+        batches = self._own_batches()
         size = len(batch.events)
         if not size:  # a progress mark: keep only the newest of consecutive ones
             if batches and not batches[-1].events:
@@ -474,7 +491,7 @@ class Watch:
                 )
                 rest = events[index + 1 :]
                 if rest:
-                    self._batches.append(WatchBatch(batch.revision, rest))
+                    self._own_batches().append(WatchBatch(batch.revision, rest))
                     self._buffered += len(rest)
                     self._start_runner()
                     return
@@ -504,7 +521,7 @@ class Watch:
     def _callbacks(self) -> None:
         callback = self._callback
         assert callback is not None
-        batches = self._batches
+        batches = self._own_batches()
         while True:
             if not batches:
                 if self._done:
@@ -513,7 +530,7 @@ class Watch:
                     return
                 if self._retire:
                     return
-                waiter = self._waiter = self._own_waiter
+                waiter = self._waiter = self._own_waiter or self._new_waiter()
                 waiter.clear()
                 waiter.get()
                 continue

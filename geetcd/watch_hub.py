@@ -138,13 +138,13 @@ class ServerStream:
 
     __slots__ = (
         "_auth_retried",
+        "_errors",
         "_failures",
         "channel",
         "connection",
         "created",
         "done",
         "error",
-        "errors",
         "ever_created",
         "greenlet",
         "hub",
@@ -175,7 +175,7 @@ class ServerStream:
         self.error: BaseException | None = None
         self.last_error: BaseException | None = None
         # The last few failures of this stream, oldest first (for diagnostics and tests).
-        self.errors: deque[BaseException] = deque(maxlen=8)
+        self._errors: deque[BaseException] | None = None  # (created on the first failure)
         self.member: Member | None = None
         self.connection: Stream | None = None
         # On a multiplexed WebSocket (geetcd.watch_mux): the channel and this watch's ID on
@@ -187,6 +187,14 @@ class ServerStream:
         self.reconnects = 0
         self._failures = 0
         self._auth_retried = False
+
+    @property
+    def errors(self) -> deque[BaseException]:
+        """The last few failures of this stream, oldest first (diagnostics and tests)."""
+        errors = self._errors
+        if errors is None:
+            errors = self._errors = deque(maxlen=8)
+        return errors
 
     def __repr__(self) -> str:
         state = "done" if self.done else "open" if self.connection is not None else "connecting"

@@ -188,12 +188,49 @@ def write_distinct(client: geetcd.Client, keys: list[str], rounds: int) -> list[
     return per_round
 
 
+def write_at_rate(
+    client: geetcd.Client, keys: list[str], rate: int, seconds: float
+) -> dict[str, list[int]]:
+    """Write ``rate`` keys per second (cycling through ``keys``, 10 txns a second of
+    rate/10 puts each, in parallel) for ``seconds``; returns key -> revisions."""
+    written: dict[str, list[int]] = {}
+    per_tick = max(1, rate // 10)
+    position = 0
+    jobs = []
+
+    def txn(chunk: list[str]) -> None:
+        revision = client.txn([], [Op.put(k, repr(time.perf_counter())) for k in chunk]).header
+        for key in chunk:
+            written.setdefault(key, []).append(revision.revision)
+
+    started = time.perf_counter()
+    tick = 0
+    while time.perf_counter() - started < seconds:
+        chunk = [keys[(position + i) % len(keys)] for i in range(per_tick)]
+        position += per_tick
+        jobs.append(gevent.spawn(txn, chunk))
+        tick += 1
+        gevent.sleep(max(0.0, started + tick * 0.1 - time.perf_counter()))
+    gevent.joinall(jobs, raise_error=True)
+    for revisions in written.values():
+        revisions.sort()
+    return written
+
+
 # ------------------------------------------------------------------------------ geetcd runs
-def run_geetcd(endpoint: str, name: str, keys: list[str], rounds: int, iterators: bool) -> Result:
+def run_geetcd(
+    endpoint: str,
+    name: str,
+    keys: list[str],
+    rounds: int,
+    iterators: bool,
+    streams: str = "websocket",
+    rate: int = 0,
+) -> Result:
     result = Result(name, len(keys))
     recorder = Recorder(len(keys))
     ns = PREFIX + name + "/"
-    client = geetcd.Client(endpoint, namespace=ns, timeout=60)
+    client = geetcd.Client(endpoint, namespace=ns, timeout=60, streams=streams)
     writer = geetcd.Client(endpoint, namespace=ns, timeout=60)
     try:
         client.get("warmup")
@@ -230,10 +267,13 @@ def run_geetcd(endpoint: str, name: str, keys: list[str], rounds: int, iterators
         if len(set(keys)) == 1:
             revisions = write_one_key(writer, keys[0], rounds)
             expected: Callable[[int], list[int]] = lambda index: revisions  # noqa: E731
+        elif rate:
+            written = write_at_rate(writer, keys, rate, rounds * ROUND_GAP * 2)
+            expected = lambda index: written.get(keys[index], [])  # noqa: E731
         else:
             per_round = write_distinct(writer, keys, rounds)
             expected = lambda index: [r[keys[index]] for r in per_round]  # noqa: E731
-        lasts = [expected(i)[-1] for i in range(len(keys))]
+        lasts = [(expected(i) or [0])[-1] for i in range(len(keys))]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(
             w.revision < last for w, last in zip(watches, lasts, strict=True)
@@ -346,12 +386,13 @@ def run_floor(endpoint: str, name: str, keys: list[str], rounds: int) -> Result:
 
 # ------------------------------------------------------------------------------ driver
 RUNS = {
-    # name: (label, geetcd?, one key?, iterators?)
-    "geetcd-distinct": ("geetcd distinct, callbacks", True, False, False),
-    "floor-distinct": ("urllib3 floor distinct", False, False, False),
-    "geetcd-one": ("geetcd one key, callbacks", True, True, False),
-    "geetcd-one-iter": ("geetcd one key, iterators", True, True, True),
-    "floor-one": ("urllib3 floor one key", False, True, False),
+    # name: (label, geetcd?, one key?, iterators?, streams)
+    "geetcd-distinct": ("geetcd distinct, WebSocket", True, False, False, "websocket"),
+    "geetcd-distinct-http": ("geetcd distinct, HTTP streams", True, False, False, "http"),
+    "floor-distinct": ("urllib3 floor distinct", False, False, False, "http"),
+    "geetcd-one": ("geetcd one key, callbacks", True, True, False, "websocket"),
+    "geetcd-one-iter": ("geetcd one key, iterators", True, True, True, "websocket"),
+    "floor-one": ("urllib3 floor one key", False, True, False, "http"),
 }
 
 
@@ -362,13 +403,13 @@ def raise_fd_limit(watchers: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
 
 
-def child(name: str, endpoint: str, watchers: int, rounds: int) -> int:
+def child(name: str, endpoint: str, watchers: int, rounds: int, rate: int) -> int:
     """Run one load in this (fresh) process; print its Result as one JSON line."""
     raise_fd_limit(watchers)
-    label, is_geetcd, one_key, iterators = RUNS[name]
+    label, is_geetcd, one_key, iterators, streams = RUNS[name]
     keys = ["one"] * watchers if one_key else [f"k/{i:06d}" for i in range(watchers)]
     if is_geetcd:
-        result = run_geetcd(endpoint, name, keys, rounds, iterators)
+        result = run_geetcd(endpoint, name, keys, rounds, iterators, streams, rate)
     else:
         result = run_floor(endpoint, name, keys, rounds)
     result.name = label
@@ -377,7 +418,7 @@ def child(name: str, endpoint: str, watchers: int, rounds: int) -> int:
     return 0
 
 
-def run_child(name: str, endpoint: str, watchers: int, rounds: int) -> Result:
+def run_child(name: str, endpoint: str, watchers: int, rounds: int, rate: int) -> Result:
     command = [
         sys.executable,
         __file__,
@@ -389,6 +430,8 @@ def run_child(name: str, endpoint: str, watchers: int, rounds: int) -> Result:
         str(watchers),
         "--rounds",
         str(rounds),
+        "--rate",
+        str(rate),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0 or not done.stdout.strip():
@@ -430,13 +473,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct", type=int, default=None, help="watchers on distinct keys")
     parser.add_argument("--rounds", type=int, default=20, help="puts (or write rounds) per run")
     parser.add_argument("--no-floor", action="store_true", help="skip the urllib3 floor runs")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="distinct keys: write this many keys per second (for 2 x rounds x 120 ms) "
+        "instead of every key every round",
+    )
+    parser.add_argument("--only", help="comma-separated run names (" + ", ".join(RUNS) + ")")
     parser.add_argument("--child", choices=sorted(RUNS), help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     parser.add_argument("--watchers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.child:
-        return child(args.child, args.endpoint, args.watchers, args.rounds)
+        return child(args.child, args.endpoint, args.watchers, args.rounds, args.rate)
     one_key = args.one_key or (1000 if args.quick else 10_000)
     distinct = args.distinct or (200 if args.quick else 2_000)
     raise_fd_limit(max(one_key, distinct))  # inherited by etcd
@@ -445,15 +496,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds {ROUND_GAP * 1000:.0f} ms apart; starting etcd..."
     )
     names = [n for n in RUNS if not (args.no_floor and n.startswith("floor"))]
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
     results: list[Result] = []
     started = time.monotonic()
     with EtcdCluster(size=1) as cluster:
         endpoint = cluster.endpoints[0]
         for name in names:
             wait_quiet(endpoint)
-            label, _, one, _ = RUNS[name]
+            label, _, one, _, _ = RUNS[name]
             print(f"  running {label}...", flush=True)
-            results.append(run_child(name, endpoint, one_key if one else distinct, args.rounds))
+            watchers = one_key if one else distinct
+            results.append(run_child(name, endpoint, watchers, args.rounds, args.rate))
     print_table(results)
     print(f"total {time.monotonic() - started:.0f} s")
     bad = [r.name for r in results if r.lost or r.repeated or r.out_of_order]

@@ -171,7 +171,7 @@ def test_every_watch_resumes_exactly_once(healed_cluster: EtcdCluster, fault: st
     ):
         writer.delete_prefix("")
         watches = [watcher.watch(f"k{i}", liveness=2.0) for i in range(n)]
-        start = writer.get("none").header.revision + 1
+        start = writer.put("marker", "x").header.revision + 1
         seen: dict[bytes, list[int]] = {}
 
         def consume(watch: Watch) -> None:
