@@ -331,3 +331,44 @@ def test_a_client_with_credentials_watches_over_http(private_member: EtcdCluster
         client.close()
     with geetcd.Client(private_member.endpoints) as plain:
         assert plain.core.watch_hub.mux.enabled
+
+
+# ---------------------------------------------------------------- TLS
+@pytest.fixture(scope="module")
+def mtls_member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    from tls_etcd import TlsEtcd, make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("ws-pki"))
+    member = TlsEtcd(
+        tmp_path_factory.mktemp("ws-mtls"),
+        pki,
+        server_cert=pki.dns_cert,
+        server_key=pki.dns_key,
+        client_cert_auth=True,
+    )
+    yield member.start(), pki
+    member.stop()
+
+
+def test_websocket_streams_over_tls_with_a_client_certificate(
+    mtls_member: tuple[Any, Any],
+) -> None:
+    from tls_etcd import DNS_NAME
+
+    member, pki = mtls_member
+    tls = geetcd.TLS(
+        ca_file=pki.ca_file,
+        cert_file=pki.client_cert,
+        key_file=pki.client_key,
+        server_hostname=DNS_NAME,
+    )
+    with geetcd.Client(member.url, tls=tls, timeout=10) as client:
+        watch = client.watch("tls/k")
+        channel = client.core.watch_hub.mux.channel
+        assert channel is not None and channel.ws is not None  # on a WebSocket, not HTTP
+        assert client.put("tls/k", "v").header.revision == watch.next_event(timeout=5).revision
+        lease = client.lease(3).keep_alive()
+        gevent.sleep(3.5)
+        assert not lease.lost.is_set()
+        assert client.core.keepalive.channels.refused is None
+        assert client.core.keepalive.stats.refreshed >= 1
