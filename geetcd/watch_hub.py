@@ -140,9 +140,11 @@ class ServerStream:
         "_auth_retried",
         "_errors",
         "_failures",
+        "catch_up_to",
         "channel",
         "connection",
         "created",
+        "creating",
         "done",
         "error",
         "ever_created",
@@ -182,6 +184,11 @@ class ServerStream:
         # its current connection; None / 0 on an HTTP stream of its own.
         self.channel: WatchChannel | None = None
         self.watch_id = 0
+        # The server's revision when this watch was (re-)created on a channel from an older
+        # revision: until it has delivered past it, the server may still be replaying.
+        self.catch_up_to = 0
+        # True while its create request on the channel's connection awaits an answer.
+        self.creating = False
         self.last_activity = _monotonic()
         self.greenlet: gevent.Greenlet[[], None] | None = None
         self.reconnects = 0
@@ -431,14 +438,26 @@ class ServerStream:
     def channel_created(self, response: WatchResponse, member: Member, started: float) -> None:
         """The server acknowledged this watch on the channel's current connection."""
         self.member = member
+        replaying = self.next_revision and self.next_revision <= response.header.revision
+        self.catch_up_to = response.header.revision if replaying else 0
         self._on_created(response, member, started)
 
     def channel_deliver(self, response: WatchResponse, member: Member, started: float) -> None:
         """Events (fragments joined) or a progress notification of this watch."""
         self._handle(response, member, started)
 
-    def channel_progress(self, revision: int) -> None:
-        """Everything up to ``revision`` has been sent: the resume point moves past it."""
+    def channel_progress(self, revision: int, *, requested: bool = False) -> None:
+        """Everything up to ``revision`` has been sent: the resume point moves past it.
+
+        A ``requested`` progress answer (watch ID -1) is not applied to a watch the server
+        may still be replaying history for (created from an older revision and not yet
+        delivered past the revision it was created at): etcd builds without the fix of
+        etcd issue #15220 (3.4.23 and 3.5.1 among them) answer with the current revision
+        even then, and moving the resume point would skip the replay on a reconnect."""
+        if requested and self.catch_up_to:
+            if self.next_revision <= self.catch_up_to:
+                return
+            self.catch_up_to = 0
         if self.ever_created and revision + 1 >= self.next_revision:
             self.next_revision = revision + 1
             if self.spec.progress_notify:

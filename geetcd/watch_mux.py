@@ -181,6 +181,7 @@ class WatchChannel:
 
     def _send_create(self, stream: ServerStream) -> None:
         self.pending.append(stream)
+        stream.creating = True
         self._send(stream.spec.body(stream.next_revision, stream.watch_id).decode("ascii"))
 
     def cancel(self, stream: ServerStream) -> None:
@@ -195,7 +196,7 @@ class WatchChannel:
         if not self.watches:
             self._idle_since = _monotonic()
             self.mux.hub.core.spawn(self._close_if_idle)
-        if self.ws is None or stream in self.pending:
+        if self.ws is None or stream.creating:
             return  # not on the server yet (the create answer is canceled when it comes)
         ack = gevent.event.Event()
         self._cancels[watch_id] = ack
@@ -408,6 +409,8 @@ class WatchChannel:
         watch_id = response.watch_id
         if response.created:
             stream = self.pending.popleft() if self.pending else None
+            if stream is not None:
+                stream.creating = False
             if stream is None:
                 log.warning("watch stream on %s: unexpected create answer %d", member.url, watch_id)
                 return
@@ -431,8 +434,8 @@ class WatchChannel:
         if watch_id == PROGRESS_WATCH_ID:
             revision = response.header.revision
             for stream in list(self.watches.values()):
-                if stream not in self.pending:
-                    stream.channel_progress(revision)
+                if not stream.creating:
+                    stream.channel_progress(revision, requested=True)
             if self._progress:
                 self._progress.popleft().set(revision)
             return
