@@ -27,7 +27,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from http.client import HTTPException
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import gevent
 import gevent.hub
@@ -61,6 +61,9 @@ from geetcd.errors import (
     ResponseTimeout,
     TLSError,
 )
+
+if TYPE_CHECKING:
+    from geetcd.websocket import WebSocket
 
 __all__ = [
     "RawResponse",
@@ -280,6 +283,27 @@ class RawResponse:
         self.status = status
         self.data = data
         self.headers: Mapping[str, str] = headers if headers is not None else {}
+
+
+def _pending_tls_alert(conn: HTTPConnection) -> _stdlib_ssl.SSLError | None:
+    """The TLS alert waiting on a connection whose write or read just failed, if any.
+
+    Reads once, for at most 0.25 s: an alert the server sent before closing is already in
+    the socket's receive queue (Linux keeps queued data readable after a reset). Returns
+    the ssl error that read raised when it names an alert; None otherwise. Never raises.
+    """
+    sock = conn.sock
+    if sock is None:
+        return None
+    try:
+        sock.settimeout(0.25)
+        sock.recv(1)
+    except _stdlib_ssl.SSLError as exc:
+        text = f"{getattr(exc, 'reason', '')} {exc}".upper()
+        return exc if "ALERT" in text else None
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def translate(exc: BaseException, url: str, what: str) -> EtcdError:
@@ -561,6 +585,10 @@ class Transport:
         outlasts ``read_timeout`` raises ReadTimeoutError, as from urlopen.
         """
         conn = pool._get_conn(timeout=max(0.001, connect_timeout))
+        # A TLS connection opened by this request: with TLS 1.3 the server's refusal of the
+        # client certificate arrives as an alert after the client's side of the handshake
+        # completed, so it shows as a failed write or read (EOF, reset); look for it then.
+        fresh_tls = conn if isinstance(conn, HTTPSConnection) and conn.sock is None else None
         reusable = False
         try:
             conn.timeout = connect_timeout  # the connect (when the connection is new)
@@ -577,6 +605,11 @@ class Transport:
             return response.status, data, response.headers
         except TimeoutError as exc:  # a read of the body
             raise ReadTimeoutError(pool, path, f"Read timed out ({read_timeout} s)") from exc
+        except (OSError, HTTPException, ProtocolError) as exc:
+            alert = _pending_tls_alert(fresh_tls) if fresh_tls is not None else None
+            if alert is not None:
+                raise alert from exc
+            raise
         finally:
             if not reusable:
                 conn.close()
@@ -637,6 +670,28 @@ class Transport:
         if sock is not None:
             sock.settimeout(None)
         return Stream(url, response)
+
+    def open_websocket(
+        self,
+        url: str,
+        path: str,
+        *,
+        connect_timeout: float,
+        handshake_timeout: float,
+    ) -> WebSocket:
+        """Open a cooperative WebSocket to ``path`` on ``url`` with this transport's TLS
+        context (see :func:`geetcd.websocket.open_websocket` for the errors raised)."""
+        if self._closed:
+            raise ConnectionFailed("client is closed", member=url)
+        from geetcd.websocket import open_websocket
+
+        return open_websocket(
+            self,
+            url,
+            path,
+            connect_timeout=connect_timeout,
+            handshake_timeout=handshake_timeout,
+        )
 
     def forget(self, url: str) -> None:
         """Close and drop the pools of an endpoint that left the cluster. Never raises."""
