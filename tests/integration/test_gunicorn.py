@@ -55,8 +55,13 @@ class Service:
             "127.0.0.1", port, concurrency=64, connection_timeout=5, network_timeout=10
         )
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        response = self.http.request(method, path, body=body)
+    def request(
+        self, method: str, path: str, body: bytes | None = None, *, fresh: bool = False
+    ) -> tuple[int, Any]:
+        """One request; ``fresh``: on a new connection (closed after the answer), so that
+        it may be accepted by any worker."""
+        headers = {"Connection": "close"} if fresh else None
+        response = self.http.request(method, path, body=body, headers=headers)
         data = response.read()
         return response.status_code, json.loads(data)
 
@@ -138,7 +143,8 @@ def check_config_reaches_every_worker(service: Service, etcd: geetcd.Client, wor
     seen: set[int] = set()
 
     def ask() -> None:
-        status, body = service.request("GET", "/config/color")
+        # Fresh connections: a kept-alive one stays with the worker that accepted it.
+        status, body = service.request("GET", "/config/color", fresh=True)
         if status == 200 and body["value"] == value:
             seen.add(body["pid"])
 
