@@ -108,6 +108,7 @@ class WatchChannel:
         "_progress",
         "_wake_writer",
         "closed",
+        "closing",
         "connected",
         "failures",
         "fragmented",
@@ -128,6 +129,9 @@ class WatchChannel:
         self.ws: WebSocket | None = None
         self.connected = gevent.event.Event()
         self.closed = False
+        # Set once the idle close handshake started: watches added meanwhile wait for the
+        # next channel (mux.channel_ended hands them over).
+        self.closing = False
         #: Live watches by the ID they have on the current connection.
         self.watches: dict[int, ServerStream] = {}
         #: Watches whose create was sent on this connection, oldest first, not yet answered.
@@ -176,7 +180,7 @@ class WatchChannel:
         stream.watch_id = self.mux.new_id()
         self.watches[stream.watch_id] = stream
         self._idle_since = None
-        if self.ws is not None:
+        if self.ws is not None and not self.closing:
             self._send_create(stream)
 
     def _send_create(self, stream: ServerStream) -> None:
@@ -235,6 +239,7 @@ class WatchChannel:
         ws = self.ws
         if since is None or self.watches or ws is None or _monotonic() - since < IDLE_LINGER:
             return
+        self.closing = True
         ws.start_close()
 
     # ------------------------------------------------------------------ sending
@@ -375,7 +380,7 @@ class WatchChannel:
             while True:
                 message = ws.receive()
                 if message is None:
-                    if not self.watches:
+                    if self.closing or not self.watches:
                         return None  # closed after IDLE_LINGER without watches
                     return ConnectionLost(
                         f"watch stream from {member.url} ended", member=member.url

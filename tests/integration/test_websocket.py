@@ -91,6 +91,27 @@ def test_identical_watches_still_share_one_server_watch(private_member: EtcdClus
         assert counts(private_member) == (1, 1)
 
 
+def test_an_idle_channel_closes_and_the_next_watch_opens_another(
+    private_member: EtcdCluster,
+) -> None:
+    from geetcd.watch_mux import IDLE_LINGER
+
+    settled(private_member, 0, 0)
+    with geetcd.Client(private_member.endpoints, namespace="/ws-idle/") as client:
+        client.watch("a").cancel()
+        first = client.core.watch_hub.mux.channel
+        assert counts(private_member) == (1, 0)  # kept open a moment for the next watch
+        settled(private_member, 0, 0)  # then closed (after IDLE_LINGER)
+        assert first is not None and first.closed and IDLE_LINGER < 15
+        watch = client.watch("a")
+        assert client.core.watch_hub.mux.channel is not first
+        assert counts(private_member) == (1, 1)
+        revision = client.put("a", "1").header.revision
+        assert watch.next_event(timeout=5).revision == revision
+        state = {m.url: m.state for m in client.cluster_state.members}
+        assert state[private_member.endpoints[0]] is not geetcd.MemberState.DOWN
+
+
 def test_a_fragmented_response_is_delivered_whole(private_member: EtcdCluster) -> None:
     # etcd fragments a watch response bigger than --max-request-bytes + 512 KiB (here about
     # 520 KiB): a replay of 800 revisions of 1 KiB values is sent as one response of ~900 KiB.
