@@ -43,20 +43,7 @@ SERVER_DIFFERENCES: dict[str, tuple[str, str]] = {
 behaviour is checked instead)."""
 
 
-_TLS13_BUG = (
-    "client bug, not a server difference: etcd 3.4.23 (Go 1.19) negotiates TLS 1.3, so a "
-    "refused client certificate is told by an alert after the handshake, and the server "
-    "closes; urllib3 writes the headers and the body separately, the body's write fails with "
-    "SSLEOFError, and geetcd reports that write error (ConnectionLost -> OutcomeUnknown / "
-    "ClusterUnavailable, in about half the runs) instead of reading the alert that is still "
-    "waiting on the socket (geetcd/transport.py; the server side is pinned by "
-    "test_server_versions.py::test_tls_client_certificate_refusal_by_version)"
-)
-
-CLIENT_BUGS_SEEN_ON_OLDER_SERVERS: dict[str, tuple[str, str]] = {
-    "tests/integration/test_tls.py::test_missing_client_certificate": ("3.5", _TLS13_BUG),
-    "tests/integration/test_tls.py::test_client_certificate_from_another_ca": ("3.5", _TLS13_BUG),
-}
+CLIENT_BUGS_SEEN_ON_OLDER_SERVERS: dict[str, tuple[str, str]] = {}
 """Node id -> (servers older than this show the bug, the bug). Against them the test still
 runs, as a non-strict xfail: the bug fails it in some runs, not all. Delete the entry with the
 fix."""
