@@ -120,7 +120,14 @@ def test_resync_after_compaction_emits_the_difference(
         gate.wait(10)
         return real_open(*args, **kwargs)
 
+    real_open_ws = transport.open_websocket
+
+    def gated_open_ws(*args: Any, **kwargs: Any) -> Any:
+        gate.wait(10)
+        return real_open_ws(*args, **kwargs)
+
     monkeypatch.setattr(transport, "open_stream", gated_open)
+    monkeypatch.setattr(transport, "open_websocket", gated_open_ws)
     wait_for(lambda: len(hub_for(etcd_client).streams) == 1, what="cache stream")
     (stream,) = hub_for(etcd_client).streams
     stream.abort_connection(geetcd.ConnectionLost("test"))
