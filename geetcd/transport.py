@@ -47,6 +47,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 from urllib3.response import BaseHTTPResponse
+from urllib3.util.connection import is_connection_dropped
 from urllib3.util.ssl_match_hostname import CertificateError
 
 from geetcd.config import TLS
@@ -153,15 +154,47 @@ def _cooperative_socket(conn: HTTPConnection) -> _stdlib_socket.socket:
 class CooperativeHTTPConnection(HTTPConnection):
     """An urllib3 connection whose socket is a gevent socket (cooperative when unpatched)."""
 
+    ever_connected = False
+    """True once a socket was opened (a connection without a socket then was closed)."""
+
     def _new_conn(self) -> _stdlib_socket.socket:
+        self.ever_connected = True
         return _cooperative_socket(self)
 
 
 class CooperativeHTTPSConnection(HTTPSConnection):
     """The TLS twin of CooperativeHTTPConnection (TLS itself goes through a gevent.ssl context)."""
 
+    ever_connected = False
+
     def _new_conn(self) -> _stdlib_socket.socket:
+        self.ever_connected = True
         return _cooperative_socket(self)
+
+
+def close_dropped_idle(pool: HTTPConnectionPool) -> int:
+    """Close every idle connection of ``pool`` whose peer has closed it; the count closed.
+
+    The pool hands out its most recently used connections first, so after a member
+    restarted, the connections below the ones in use would keep their dead sockets (in
+    CLOSE-WAIT, one file descriptor each) for as long as the pool lives. Called when a
+    dropped connection is met; a closed connection stays in the pool and reconnects when
+    next used. Never raises.
+    """
+    closed = 0
+    idle = getattr(pool.pool, "queue", None)
+    for conn in list(idle or ()):
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            continue
+        try:
+            dropped = is_connection_dropped(conn)
+        except (OSError, ValueError):
+            dropped = True
+        if dropped:
+            conn.close()
+            closed += 1
+    return closed
 
 
 class _Pool(HTTPConnectionPool):
@@ -598,6 +631,8 @@ class Transport:
         ReadTimeoutError, as from urlopen.
         """
         conn: Any = pool._get_conn(timeout=max(0.001, connect_timeout))
+        if conn.sock is None and conn.ever_connected:  # the pool found it dropped and closed it
+            close_dropped_idle(pool)
         # A TLS connection opened by this request: with TLS 1.3 the server's refusal of the
         # client certificate arrives as an alert after the client's side of the handshake
         # completed, so it shows as a failed write or read (EOF, reset); look for it then.
@@ -619,6 +654,7 @@ class Transport:
             alert = _pending_tls_alert(fresh_tls) if fresh_tls is not None else None
             if alert is not None:
                 raise alert from exc
+            close_dropped_idle(pool)
             raise
         finally:
             if not reusable:

@@ -13,11 +13,14 @@ import uuid
 import gevent
 import pytest
 from polling import wait_for
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.util.connection import is_connection_dropped
 
 import geetcd
 from geetcd import MemberState
 from geetcd.testing import EtcdCluster, EtcdMember
 from geetcd.testing.workload import MixedWorkload
+from geetcd.transport import Transport
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
 
@@ -224,3 +227,28 @@ def test_hedged_read_answers_from_a_second_member_when_the_first_hangs(
         assert kv is not None and kv.value == b"v"
         assert took < 2.0, took  # without hedging: the 3 s attempt timeout
         assert client.core.executor.hedges >= 1
+
+
+def _dropped_idle(pool: HTTPConnectionPool) -> int:
+    """Idle connections of ``pool`` holding a socket whose peer has closed it."""
+    idle = [c for c in pool.pool.queue if c is not None and c.sock is not None]  # type: ignore[union-attr]
+    return sum(1 for conn in idle if is_connection_dropped(conn))
+
+
+def test_connections_a_restarted_member_closed_are_not_kept(healed_cluster: EtcdCluster) -> None:
+    """After a restart every pooled connection to the member is dead; the first call that
+    meets one closes them all, instead of keeping their sockets (CLOSE-WAIT) for the pool's life."""
+    member = healed_cluster.members[0]
+    transport = Transport(maxsize=16)
+    with geetcd.Client([member.client_url], transport=transport, batch_reads=False) as client:
+        client.put("pooled", "v")
+        gevent.joinall([gevent.spawn(client.get, "pooled") for _ in range(16)], raise_error=True)
+        pool = transport.pool(member.client_url)
+        opened = sum(1 for c in pool.pool.queue if c is not None and c.sock is not None)  # type: ignore[union-attr]
+        assert opened >= 8
+        assert _dropped_idle(pool) == 0
+        member.restart(wait=True)
+        wait_for(lambda: _dropped_idle(pool) == opened, timeout=10, what="peers closed")
+        kv = client.get("pooled")
+        assert kv is not None and kv.value == b"v"
+        assert _dropped_idle(pool) == 0
