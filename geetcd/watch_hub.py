@@ -65,9 +65,10 @@ __all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 
 log = logging.getLogger("geetcd.watch")
 _monotonic = time.monotonic
-_RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
-# A round of opens that found no member within the client's timeout: waited out, tried again.
-_WAITED_OUT = (ClusterUnavailable, DeadlineExceeded)
+RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
+"""Pause before a watch stream's next open after repeated failures (HTTP and WebSocket)."""
+WAITED_OUT = (ClusterUnavailable, DeadlineExceeded)
+"""A round of opens that found no member within the client's timeout: waited out, tried again."""
 # A callback watch's greenlet ends after this many idle seconds (restarted by the next event).
 _RUNNER_LINGER = 1.0
 
@@ -310,7 +311,7 @@ class ServerStream:
         avoid: list[Member] = []
         while not self.done:
             if self._failures > 1:
-                gevent.sleep(_RECONNECT_BACKOFF.compute(self._failures - 1))
+                gevent.sleep(RECONNECT_BACKOFF.compute(self._failures - 1))
             if self.done or core.closed:
                 raise _Stop
             if core.forked:
@@ -326,7 +327,7 @@ class ServerStream:
             except EtcdError as exc:
                 if self.done or core.closed:
                     raise _Stop from exc
-                if not exc.transient and not isinstance(exc, _WAITED_OUT):
+                if not exc.transient and not isinstance(exc, WAITED_OUT):
                     raise
                 self.last_error = exc
                 self.errors.append(exc)

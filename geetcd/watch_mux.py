@@ -55,10 +55,8 @@ import gevent.lock
 
 from geetcd._executor import Attempt
 from geetcd.cluster import Member
-from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
     ClientClosed,
-    ClusterUnavailable,
     ConnectionLost,
     DeadlineExceeded,
     EtcdError,
@@ -75,6 +73,8 @@ from geetcd.protocol.watch import (
     cancel_error,
     decode_message,
 )
+from geetcd.watch import DEFAULT_LIVENESS
+from geetcd.watch_hub import RECONNECT_BACKOFF, WAITED_OUT
 
 if TYPE_CHECKING:
     from geetcd.watch_hub import ServerStream, WatchHub
@@ -84,8 +84,6 @@ __all__ = ["PING_INTERVAL", "WatchChannel", "WatchMux"]
 
 log = logging.getLogger("geetcd.watch")
 _monotonic = time.monotonic
-_RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
-_WAITED_OUT = (ClusterUnavailable, DeadlineExceeded)
 
 PING_INTERVAL = 20.0
 """Seconds between pings on a channel (keeps NATs and proxies from dropping it)."""
@@ -93,7 +91,6 @@ CANCEL_WAIT = 2.0
 """Seconds ``ServerStream.stop()`` waits for the server to confirm a cancel."""
 IDLE_LINGER = 2.0
 """Seconds a channel without watches stays open (a watch created meanwhile reuses it)."""
-_DEFAULT_LIVENESS = 5.0
 
 
 class WatchChannel:
@@ -160,7 +157,7 @@ class WatchChannel:
     def liveness(self) -> float:
         """The shortest liveness bound of the watches on the channel."""
         bounds = [s.liveness for s in self.watches.values()]
-        return min(bounds) if bounds else _DEFAULT_LIVENESS
+        return min(bounds) if bounds else DEFAULT_LIVENESS
 
     def abort_reason(self) -> BaseException | None:
         """Why the current connection was dropped by :meth:`abort_connection` (or None)."""
@@ -290,7 +287,7 @@ class WatchChannel:
             if not self.watches:
                 return
             if self.failures > 1:
-                gevent.sleep(_RECONNECT_BACKOFF.compute(self.failures - 1))
+                gevent.sleep(RECONNECT_BACKOFF.compute(self.failures - 1))
             if self.closed or core.closed or core.forked or not self.watches:
                 return
             try:
@@ -309,7 +306,7 @@ class WatchChannel:
             except EtcdError as exc:
                 if self._ended():
                     return
-                if not exc.transient and not isinstance(exc, _WAITED_OUT):
+                if not exc.transient and not isinstance(exc, WAITED_OUT):
                     self._fail_all(exc)
                     return
                 self.last_error = exc

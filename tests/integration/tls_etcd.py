@@ -16,6 +16,7 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import trustme
 
 from geetcd.testing import find_etcd_binary, free_port
 
-__all__ = ["Pki", "TlsEtcd", "make_pki"]
+__all__ = ["Pki", "TlsEtcd", "make_pki", "mtls_member_session"]
 
 # cert files are written once per directory; names of the identities in the certificates
 IP_NAME = "127.0.0.1"
@@ -208,3 +209,23 @@ class TlsEtcd:
                 proc.kill()
                 proc.wait(timeout=5)
         _live.pop(proc.pid, None)
+
+
+def mtls_member_session(directory_for: Callable[[str], Path]) -> Iterator[tuple[TlsEtcd, Pki]]:
+    """Body of a ``mtls_member`` fixture: a started member that requires a client certificate
+    (``--client-cert-auth``, DNS-name server certificate) and its PKI; stopped afterwards.
+
+    ``directory_for(name)`` makes a fresh directory (``tmp_path_factory.mktemp``).
+    """
+    pki = make_pki(directory_for("pki"))
+    member = TlsEtcd(
+        directory_for("mtls"),
+        pki,
+        server_cert=pki.dns_cert,
+        server_key=pki.dns_key,
+        client_cert_auth=True,
+    )
+    try:
+        yield member.start(), pki
+    finally:
+        member.stop()
