@@ -58,7 +58,7 @@ _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _UNSAFE_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_NAME = _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class UnsafeRequest(ValueError):
@@ -101,7 +101,10 @@ def _header_lines(headers: Mapping[str, str]) -> bytes:
         if not isinstance(value, str) or _UNSAFE_HEADER.search(value):
             raise UnsafeRequest(f"invalid value for header {name!r}")
         lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise UnsafeRequest(f"header value is not latin-1: {exc}") from exc
 
 
 class RequestHead:
@@ -135,8 +138,12 @@ def request_bytes(method: str, path: str, header_block: bytes, body: bytes | Non
 
     Raises UnsafeRequest for a request target with spaces or control characters.
     """
-    if _UNSAFE_TARGET.search(path):
-        raise UnsafeRequest(f"request target contains a space or control character: {path!r}")
+    if _UNSAFE_TARGET.search(path) or not path.isascii():
+        raise UnsafeRequest(
+            f"request target contains a space, a control or non-ASCII character: {path!r}"
+        )
+    if not _TOKEN.fullmatch(method):
+        raise UnsafeRequest(f"invalid method {method!r}")
     if body is None:
         if method in _BODY_METHODS:
             return b"%s %s HTTP/1.1\r\n%sContent-Length: 0\r\n\r\n" % (

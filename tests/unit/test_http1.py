@@ -90,10 +90,18 @@ def test_default_block_is_built_once() -> None:
     assert head.for_headers(token).endswith(b"Authorization: abc.def\r\n")
 
 
-@pytest.mark.parametrize("path", ["/v2/keys/a b", "/v2/keys/a\r\nX: y", "/v2/\x00", "/v\x7f"])
+@pytest.mark.parametrize(
+    "path", ["/v2/keys/a b", "/v2/keys/a\r\nX: y", "/v2/\x00", "/v\x7f", "/v2/keys/\u00e9"]
+)
 def test_request_target_cannot_split_the_request(path: str) -> None:
     with pytest.raises(UnsafeRequest):
         request_bytes("GET", path, b"", None)
+
+
+@pytest.mark.parametrize("method", ["GET /x HTTP/1.1\r\n", "P OST", "", "G\u00c9T"])
+def test_method_is_a_token(method: str) -> None:
+    with pytest.raises(UnsafeRequest):
+        request_bytes(method, "/v3/kv/range", b"", None)
 
 
 @pytest.mark.parametrize(
@@ -104,6 +112,7 @@ def test_request_target_cannot_split_the_request(path: str) -> None:
         {"Bad Name": "x"},
         {"Bad:Name": "x"},
         {"": "x"},
+        {"Authorization": "caf\u00e9\u20ac"},
     ],
 )
 def test_header_cannot_split_the_request(headers: dict[str, str]) -> None:
