@@ -14,6 +14,10 @@ operation and concurrency it runs, alternately and twice each for --seconds/2:
 and prints operations/s, client CPU per operation (getrusage of this process: the etcd
 server's CPU is not counted), p50/p99 latency, the ratios to the urllib3 floor, and the
 longest lateness of a 5 ms ticker greenlet during each run (how responsive the hub stayed).
+
+With ``wrk`` on the PATH (``apt-get install wrk``) it ends with wrk's gets/s against the same
+member, one request per get (``--wrk-connections`` connections, one thread, --seconds): what
+etcd itself serves to a client written in C, the stretch figure for ``geetcd+batch``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ import base64  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -204,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,64,512")
     parser.add_argument("--ops", default="get,put")
     parser.add_argument("--endpoint", default=None)
+    parser.add_argument("--wrk-connections", type=int, default=MAXSIZE)
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     names = args.ops.split(",")
@@ -228,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for i in range(KEYS):  # populate so gets return a value
             plain["put"](i)
+        wrk_rate = wrk_gets(endpoint, args.wrk_connections, args.seconds)
         rows: list[tuple[str, int, dict[str, Cell]]] = []
         for name in names:
             for level in levels:
@@ -261,7 +270,43 @@ def main(argv: list[str] | None = None) -> int:
                 f"{c.cpu_us:.0f} µs | {c.cpu_us / floor.cpu_us:.2f} | "
                 f"{c.pct(0.5):.2f} / {c.pct(0.99):.2f} | {c.lateness * 1000:.0f} |"
             )
+    if wrk_rate is not None:
+        per_get = f"{args.wrk_connections} connections, one request per get"
+        print(f"\nwrk, {per_get}: {wrk_rate:,.0f} gets/s")
+    else:
+        print("\nwrk: not on the PATH (apt-get install wrk), no wrk figure")
     return 0
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"key":"%s"}'
+"""
+
+
+def wrk_gets(endpoint: str, connections: int, seconds: float) -> float | None:
+    """wrk's requests/s of one-key ranges against ``endpoint`` (None without wrk)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    key = base64.b64encode(b"/bench/k1").decode()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT % key)
+        script.flush()
+        duration = f"{max(1, round(seconds))}s"
+        command = [wrk, "-t1", f"-c{connections}", f"-d{duration}", "-s", script.name]
+        out = subprocess.run(
+            [*command, f"{endpoint}/v3/kv/range"],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=True,
+        ).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"no Requests/sec in wrk's output: {out!r}")
 
 
 if __name__ == "__main__":
