@@ -175,8 +175,8 @@ class _Reader:
         self.buffer = first
         self.position = 0
 
-    def _more(self, wanted: int = _RECV_SIZE) -> None:
-        data = self.sock.recv(max(wanted, _RECV_SIZE))
+    def _more(self) -> None:
+        data = self.sock.recv(_RECV_SIZE)
         if not data:
             raise ProtocolError("connection closed in the middle of the answer")
         self.buffer = self.buffer[self.position :] + data
@@ -195,12 +195,24 @@ class _Reader:
             self._more()
 
     def exactly(self, size: int) -> bytes:
-        """The next ``size`` bytes."""
-        while len(self.buffer) - self.position < size:
-            self._more(size - (len(self.buffer) - self.position))
-        data = self.buffer[self.position : self.position + size]
-        self.position += size
-        return data
+        """The next ``size`` bytes. What is not buffered yet is received straight into one
+        buffer of the right size, so a large body is copied a fixed number of times."""
+        start = self.position
+        have = len(self.buffer) - start
+        if have >= size:
+            self.position = start + size
+            return self.buffer[start : start + size]
+        body = bytearray(size)
+        body[:have] = self.buffer[start:]
+        self.buffer, self.position = b"", 0
+        view = memoryview(body)
+        filled = have
+        while filled < size:
+            received = self.sock.recv_into(view[filled:])
+            if not received:
+                raise ProtocolError("connection closed in the middle of the answer")
+            filled += received
+        return bytes(body)
 
     def rest(self) -> bytes:
         """Everything until the peer closes the connection."""

@@ -39,6 +39,11 @@ class ScriptedSocket:
             piece = piece[:size]
         return piece
 
+    def recv_into(self, view: memoryview) -> int:
+        data = self.recv(len(view))
+        view[: len(data)] = data
+        return len(data)
+
 
 def splits(answer: bytes) -> list[ScriptedSocket]:
     """The answer whole, then cut in two at every position."""
