@@ -331,6 +331,17 @@ def test_one_mib_value_round_trips(etcd_client: geetcd.Client) -> None:
     assert kv is not None and kv.value == value and len(kv.value) == MiB
 
 
+def test_a_multi_mib_answer_arrives_whole(etcd_client: geetcd.Client) -> None:
+    """Eight 1 MiB values in one range: an answer of ~11 MiB (base64), received over many
+    socket reads, is byte-exact and the connection serves the next call."""
+    values = {f"bulk/{i}": bytes([i]) * MiB for i in range(8)}
+    for key, value in values.items():
+        etcd_client.put(key, value)
+    got = etcd_client.get_prefix("bulk/")
+    assert {kv.key.decode(): kv.value for kv in got} == values
+    assert etcd_client.get("bulk/3") is not None
+
+
 @pytest.mark.parametrize(("size", "status"), [(int(1.6 * MiB), 400), (int(2.1 * MiB), 429)])
 def test_over_limit_value_is_request_too_large_and_client_keeps_working(
     etcd_client: geetcd.Client, size: int, status: int
