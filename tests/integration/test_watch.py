@@ -509,24 +509,36 @@ def test_idle_watches_cost_one_probe_per_member_not_reconnects(
     assert watches[3].next_event(timeout=5).revision == rev
 
 
+@pytest.mark.parametrize(
+    ("streams", "opener", "raised", "within"),
+    [
+        ("http", "open_stream", (geetcd.WatchCanceled,), 5.0),
+        ("websocket", "open_websocket", (geetcd.WatchCanceled, geetcd.ClientClosed), 3.0),
+    ],
+)
 def test_close_while_a_watch_is_being_created(
-    etcd_endpoints: list[str], monkeypatch: pytest.MonkeyPatch
+    etcd_endpoints: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    streams: str,
+    opener: str,
+    raised: tuple[type[BaseException], ...],
+    within: float,
 ) -> None:
-    # streams="http": the test holds the HTTP stream's open (test_websocket.py has its twin).
-    client = geetcd.Client(etcd_endpoints, namespace="/geetcd-test/close-create/", streams="http")
+    """close() while the watch's stream (HTTP stream or WebSocket) is still being opened."""
+    client = geetcd.Client(etcd_endpoints, namespace="/geetcd-test/close-create/", streams=streams)
     gate = gevent.event.Event()
-    real_open = client.core.transport.open_stream
+    real_open = getattr(client.core.transport, opener)
 
     def held_open(*args: Any, **kwargs: Any) -> Any:
         gate.wait(10)
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(client.core.transport, "open_stream", held_open)
+    monkeypatch.setattr(client.core.transport, opener, held_open)
     creating = gevent.spawn(client.watch, "k", timeout=30)
     gevent.sleep(0.2)
     started = time.monotonic()
     client.close()
-    with pytest.raises(geetcd.WatchCanceled):
+    with pytest.raises(raised):
         creating.get(timeout=5)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < within
     gate.set()

@@ -148,28 +148,6 @@ def test_request_progress_is_a_barrier(private_member: EtcdCluster) -> None:
                 http_watch.request_progress(timeout=1)
 
 
-def test_close_while_the_websocket_is_being_opened(
-    private_member: EtcdCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    client = geetcd.Client(private_member.endpoints)
-    gate = gevent.event.Event()
-    real_open = client.core.transport.open_websocket
-
-    def held_open(*args: Any, **kwargs: Any) -> Any:
-        gate.wait(10)
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(client.core.transport, "open_websocket", held_open)
-    creating = gevent.spawn(client.watch, "k", timeout=30)
-    gevent.sleep(0.2)
-    started = time.monotonic()
-    client.close()
-    with pytest.raises((geetcd.WatchCanceled, geetcd.ClientClosed)):
-        creating.get(timeout=5)
-    assert time.monotonic() - started < 3
-    gate.set()
-
-
 # ---------------------------------------------------------------- failures of members
 def _keys_history(client: geetcd.Client, start: int, end: int) -> dict[bytes, list[int]]:
     """Every change under the namespace in [start, end], per key, replayed from history."""
