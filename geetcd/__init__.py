@@ -78,6 +78,7 @@ from geetcd.models import (
     TxnResponse,
     WatchResponse,
 )
+from geetcd.observe import CallRecord, Observer
 from geetcd.protocol.kv import SortOrder, SortTarget
 from geetcd.recipes import Election, Lock, STMTx
 from geetcd.txn import Compare, Comparison, Op
@@ -179,4 +180,6 @@ __all__ = [
     "WatchOverflow",
     "WatchResponse",
     "__version__",
+    "CallRecord",
+    "Observer",
 ]

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import gevent
 
@@ -52,13 +52,22 @@ from geetcd.errors import (
     UnsupportedServer,
 )
 from geetcd.models import Header
+from geetcd.observe import CallRecord, Observers
 from geetcd.protocol.cluster import PROBE_BODY
 from geetcd.protocol.codec import decode_json, encode_json
 from geetcd.protocol.errors import error_from_body
 from geetcd.protocol.kv import RANGE, parse_header
 from geetcd.transport import RawResponse, Transport
 
-__all__ = ["Attempt", "Authenticator", "Executor", "may_retry", "should_refresh_token"]
+__all__ = [
+    "Attempt",
+    "Authenticator",
+    "Executor",
+    "Request",
+    "call_name",
+    "may_retry",
+    "should_refresh_token",
+]
 
 _PROBE_PAYLOAD = encode_json(PROBE_BODY)
 
@@ -126,6 +135,112 @@ class Attempt:
         return f"<Attempt {self.member.url} read_timeout={self.read_timeout:.3f}>"
 
 
+class Request(Generic[T]):
+    """One unary request, described once and run by :meth:`Executor.send`.
+
+    ``path``: the API path (``/kv/range``; prefixed with the gateway's ``api_prefix`` when
+    ``v3``). ``payload``: the body bytes. ``interpret(response, member)`` returns the result
+    or raises an EtcdError for an error answer. ``idempotent``: may be sent again anywhere.
+    ``deadline``: monotonic, the whole call's. ``retry``: the call's (None: the client's).
+    ``name``: the method name observers see (None: from the path). ``http_method``, ``v3``,
+    ``headers`` (replace the transport's; v2 only: v3 requests carry the auth token).
+    ``endpoint``: a member URL the request is pinned to (no failover). ``attempt_timeout``:
+    this request's (None: the client's). ``wait_for_answer``: a write that cannot move on
+    once sent waits for its answer until the deadline instead of ``attempt_timeout``
+    (better a late answer than OutcomeUnknown; for slow admin writes). ``hedge``: an
+    idempotent request may be hedged. ``avoid``: members not to try first.
+    """
+
+    __slots__ = (
+        "attempt_timeout",
+        "avoid",
+        "deadline",
+        "endpoint",
+        "headers",
+        "hedge",
+        "http_method",
+        "idempotent",
+        "interpret",
+        "name",
+        "path",
+        "payload",
+        "retry",
+        "v3",
+        "wait_for_answer",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        payload: bytes | None,
+        interpret: Callable[[RawResponse, Member], T],
+        *,
+        idempotent: bool,
+        deadline: float,
+        retry: Retry | None = None,
+        name: str | None = None,
+        http_method: str = "POST",
+        v3: bool = True,
+        headers: Mapping[str, str] | None = None,
+        endpoint: str | None = None,
+        attempt_timeout: float | None = None,
+        wait_for_answer: bool = False,
+        hedge: bool = True,
+        avoid: Sequence[Member] = (),
+    ) -> None:
+        self.path = path
+        self.payload = payload
+        self.interpret = interpret
+        self.idempotent = idempotent
+        self.deadline = deadline
+        self.retry = retry
+        self.name = name
+        self.http_method = http_method
+        self.v3 = v3
+        self.headers = headers
+        self.endpoint = endpoint
+        self.attempt_timeout = attempt_timeout
+        self.wait_for_answer = wait_for_answer
+        self.hedge = hedge
+        self.avoid = avoid
+
+    def __repr__(self) -> str:
+        return f"<Request {self.http_method} {self.path} idempotent={self.idempotent}>"
+
+
+_CALL_NAMES = {
+    "/kv/range": "range",
+    "/kv/put": "put",
+    "/kv/deleterange": "delete",
+    "/kv/txn": "txn",
+    "/kv/compaction": "compact",
+    "/lease/grant": "lease_grant",
+    "/lease/revoke": "lease_revoke",
+    "/lease/timetolive": "lease_time_to_live",
+    "/lease/leases": "leases",
+    "/maintenance/status": "status",
+    "/maintenance/transfer-leadership": "move_leader",
+    "/cluster/member/list": "member_list",
+    "/auth/authenticate": "authenticate",
+}
+
+
+def call_name(path: str, v3: bool = True) -> str:
+    """The method name observers see for a request to ``path`` with no name of its own:
+    ``/kv/range`` -> ``range``, ``/lease/grant`` -> ``lease_grant``, ``/cluster/member/add``
+    -> ``member_add``, ``/auth/user/add`` -> ``auth_user_add``; every v2 path -> ``v2`` (a v2
+    path holds a key, which must never become a label). Bounded: paths come from the code."""
+    if not v3:
+        return "v2"
+    known = _CALL_NAMES.get(path)
+    if known is not None:
+        return known
+    parts = [p for p in path.replace("-", "_").split("/") if p]
+    if parts and parts[0] in ("kv", "maintenance", "cluster", "lease"):
+        parts = parts[1:]
+    return "_".join(parts) or "call"
+
+
 class Executor:
     """Runs every request of one client. Shared by every greenlet of that client."""
 
@@ -140,6 +255,7 @@ class Executor:
         retry: Retry,
         api_prefix: str | None = None,
         hedge_delay: float | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.cluster = cluster
         self.transport = transport
@@ -156,6 +272,8 @@ class Executor:
         )
         self.hedges = 0
         self.closed = False
+        self.observers = observers if observers is not None else Observers()
+        """The observers of this client's calls (shared with the rest of the core)."""
 
     def headers(self, deadline: float) -> Mapping[str, str] | None:
         """Request headers for one attempt: the auth token when auth is configured, else None
@@ -179,8 +297,19 @@ class Executor:
         timeout: float | None = None,
         retry: Retry | None = None,
         deadline: float | None = None,
+        name: str | None = None,
+        endpoint: str | None = None,
+        attempt_timeout: float | None = None,
+        wait_for_answer: bool = False,
+        refine: Callable[[EtcdError], EtcdError] | None = None,
+        avoid: Sequence[Member] = (),
+        hedge: bool = True,
+        records: Sequence[CallRecord] = (),
     ) -> T:
-        """POST ``body`` to ``api_prefix + path`` on a healthy member; return ``parse(json)``.
+        """POST ``body`` to ``api_prefix + path`` on a healthy member; return ``parse(json)``
+        of the 200 answer. A JSON unary v3 call described as a :class:`Request` and given to
+        :meth:`send` (see there for every option); ``refine(error)`` may turn an error answer
+        into a more precise error before the loop judges it.
 
         Raises the errors described in the module docstring; never returns a partial result.
         An answer whose JSON has the wrong shape raises MalformedResponse.
@@ -189,17 +318,99 @@ class Executor:
         def interpret(response: RawResponse, member: Member) -> T:
             if response.status == 200:
                 return parse_answer(parse, response.data, member.url)
-            raise error_from_body(response.status, response.data, member.url)
+            error = error_from_body(response.status, response.data, member.url)
+            raise refine(error) if refine is not None else error
 
-        return self.execute(
-            "POST",
-            path,
-            encode_json(body),
-            interpret,
-            idempotent=idempotent,
-            deadline=deadline if deadline is not None else self.deadline(timeout),
+        return self.send(
+            Request(
+                path,
+                encode_json(body),
+                interpret,
+                idempotent=idempotent,
+                deadline=deadline if deadline is not None else self.deadline(timeout),
+                retry=retry,
+                name=name,
+                endpoint=endpoint,
+                attempt_timeout=attempt_timeout,
+                wait_for_answer=wait_for_answer,
+                hedge=hedge,
+                avoid=avoid,
+            ),
+            records,
+        )
+
+    def send(self, request: Request[T], records: Sequence[CallRecord] = ()) -> T:
+        """THE way to send a unary request: runs ``request`` through :meth:`run` (hedged when
+        it is an idempotent unpinned read and the client has ``hedge_delay``) and returns what
+        its ``interpret`` returns for the first attempt that succeeds.
+
+        Observed as one call named ``request.name`` (default: from its path) when an observer
+        is attached; ``records``, when given, are the calls this request carries instead (a
+        batch: its attempts are reported to each, and the batcher ends them).
+        """
+        retry = check_retry(request.retry if request.retry is not None else self.retry)
+        observers = self.observers
+        if records or not observers.active:
+            return self._send(request, retry, records)
+        name = request.name or call_name(request.path, request.v3)
+        record = observers.call_started(name, _monotonic())
+        try:
+            result = self._send(request, retry, (record,))
+        except BaseException as exc:
+            observers.call_ended(record, _monotonic(), exc)
+            raise
+        observers.call_ended(record, _monotonic(), None)
+        return result
+
+    def _send(self, request: Request[T], retry: Retry, records: Sequence[CallRecord]) -> T:
+        transport = self.transport
+        path = request.path
+        http_method = request.http_method
+        payload = request.payload
+        interpret = request.interpret
+        v3 = request.v3
+        fixed_headers = request.headers
+
+        def do(attempt: Attempt) -> T:
+            member = attempt.member
+            response = transport.request(
+                member.url,
+                http_method,
+                self.api_prefix + path if v3 else path,  # the prefix may change (etcd 3.3)
+                payload,
+                connect_timeout=attempt.connect_timeout,
+                read_timeout=attempt.read_timeout,
+                deadline=attempt.deadline,
+                headers=attempt.headers if v3 else fixed_headers,
+                what=path,
+                abandon=member.benched,
+            )
+            return interpret(response, member)
+
+        attempt_timeout = request.attempt_timeout
+        deadline = request.deadline
+        if attempt_timeout is None and request.wait_for_answer and not request.idempotent:
+            attempt_timeout = max(self.attempt_timeout, deadline - _monotonic())
+        if (
+            request.idempotent
+            and request.hedge
+            and request.endpoint is None
+            and self.hedge_delay is not None
+            and len(self.cluster.members) > 1
+        ):
+            return self._hedged(do, path, deadline=deadline, retry=retry, auth=v3, records=records)
+        return self.run(
+            do,
+            what=path,
+            idempotent=request.idempotent,
+            deadline=deadline,
             retry=retry,
-            v3=True,
+            auth=v3,
+            endpoint=request.endpoint,
+            attempt_timeout=attempt_timeout,
+            avoid=request.avoid,
+            gateway=v3,
+            records=records,
         )
 
     def execute(
@@ -215,47 +426,23 @@ class Executor:
         v3: bool = False,
         headers: Mapping[str, str] | None = None,
         endpoint: str | None = None,
+        name: str | None = None,
     ) -> T:
-        """One unary request through :meth:`run`: ``method path`` (prefixed with
-        ``api_prefix`` when ``v3``), answered by ``interpret(response, member)``, which returns
-        the result or raises an EtcdError for error answers. ``headers`` (v2 only) replace
-        the transport's; v3 requests carry the auth token. ``endpoint``: see :meth:`run`.
-        """
-        retry = check_retry(retry if retry is not None else self.retry)
-        transport = self.transport
-
-        def do(attempt: Attempt) -> T:
-            member = attempt.member
-            response = transport.request(
-                member.url,
-                method,
-                self.api_prefix + path if v3 else path,
+        """:meth:`send` of a :class:`Request` built from these arguments (v2 keys calls)."""
+        return self.send(
+            Request(
+                path,
                 payload,
-                connect_timeout=attempt.connect_timeout,
-                read_timeout=attempt.read_timeout,
-                deadline=attempt.deadline,
-                headers=attempt.headers if v3 else headers,
-                what=path,
-                abandon=member.benched,
+                interpret,
+                idempotent=idempotent,
+                deadline=deadline,
+                retry=retry,
+                http_method=method,
+                v3=v3,
+                headers=headers,
+                endpoint=endpoint,
+                name=name,
             )
-            return interpret(response, member)
-
-        if (
-            idempotent
-            and endpoint is None
-            and self.hedge_delay is not None
-            and len(self.cluster.members) > 1
-        ):
-            return self._hedged(do, path, deadline=deadline, retry=retry, auth=v3)
-        return self.run(
-            do,
-            what=path,
-            idempotent=idempotent,
-            deadline=deadline,
-            retry=retry,
-            auth=v3,
-            endpoint=endpoint,
-            gateway=v3,
         )
 
     def _hedged(
@@ -266,6 +453,7 @@ class Executor:
         deadline: float,
         retry: Retry,
         auth: bool,
+        records: Sequence[CallRecord] = (),
     ) -> T:
         """Run an idempotent call; if no answer came after ``hedge_delay``, run it again on
         another member and return whichever answers first (the other is abandoned)."""
@@ -280,6 +468,7 @@ class Executor:
             retry=retry,
             auth=auth,
             gateway=auth,
+            records=records,
         )
         primary = gevent.spawn(attempt, chosen=first_member)
         secondary: gevent.Greenlet[..., T] | None = None
@@ -288,7 +477,13 @@ class Executor:
             if primary.ready():
                 return primary.get()
             self.hedges += 1
-            secondary = gevent.spawn(attempt, avoid=first_member[:1])
+            secondary_chosen: list[Member] = []
+            secondary = gevent.spawn(attempt, avoid=first_member[:1], chosen=secondary_chosen)
+            if records:
+                gevent.sleep(0)  # let the secondary pick its member, to report it
+                for record in records:
+                    member = secondary_chosen[0].url if secondary_chosen else "?"
+                    self.observers.hedged(record, member)
             racers: list[gevent.Greenlet[..., T]] = [primary, secondary]
             while True:
                 gevent.joinall(racers, count=1)
@@ -320,6 +515,7 @@ class Executor:
         avoid: Sequence[Member] = (),
         chosen: list[Member] | None = None,
         gateway: bool = False,
+        records: Sequence[CallRecord] = (),
     ) -> T:
         """The attempt loop (see the module docstring): returns what ``do(attempt)`` returns
         for the first attempt that succeeds.
@@ -382,7 +578,10 @@ class Executor:
             except EtcdError as exc:
                 error = exc
             else:
-                cluster.mark_success(member, _monotonic() - started)
+                took = _monotonic() - started
+                cluster.mark_success(member, took)
+                if records:
+                    self._report(records, member, took, None)
                 return result
             finally:
                 member.inflight -= 1
@@ -390,6 +589,8 @@ class Executor:
             if isinstance(error, MemberBenched):
                 tried.append(member)  # not sent: no bench, no retry used
                 continue
+            if records:
+                self._report(records, member, _monotonic() - started, error)
             refresh = auth and self.auth is not None and not token_refreshed
             if refresh and should_refresh_token(error) and self.auth is not None:
                 token_refreshed = True
@@ -428,6 +629,18 @@ class Executor:
                 raise error from None
             if not idempotent:
                 log.debug("retrying %s after %s (never reached the server)", what, error)
+
+    def _report(
+        self,
+        records: Sequence[CallRecord],
+        member: Member,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        observers = self.observers
+        for record in records:
+            record.member = member.url
+            observers.attempt_ended(record, member.url, seconds, error)
 
     def _member_at(self, endpoint: object) -> Member:
         """The known member at ``endpoint`` (a URL, normalized as endpoints are)."""

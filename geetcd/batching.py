@@ -57,6 +57,7 @@ from geetcd.protocol import kv as kv_proto
 
 if TYPE_CHECKING:
     from geetcd.core import Core
+    from geetcd.observe import CallRecord
 
 __all__ = ["DEFAULT_MAX_OPS", "ReadBatcher", "WriteBatcher"]
 
@@ -86,10 +87,17 @@ class _Kind(Generic[R]):
 
 
 class _Op:
-    __slots__ = ("abandoned", "body", "deadline", "key", "kind", "result", "taken")
+    __slots__ = ("abandoned", "body", "deadline", "key", "kind", "record", "result", "taken")
 
-    def __init__(self, kind: _Kind[Any], body: dict[str, Any], deadline: float) -> None:
+    def __init__(
+        self,
+        kind: _Kind[Any],
+        body: dict[str, Any],
+        deadline: float,
+        record: CallRecord | None,
+    ) -> None:
         self.kind = kind
+        self.record = record
         self.body = body
         self.deadline = deadline
         self.key: object = body.get("key")
@@ -114,6 +122,7 @@ class _Batcher:
     idempotent = True
     distinct_keys = False
     what = "batched request"
+    kind = "read"
 
     def __init__(self, core: Core) -> None:
         self._core = core
@@ -131,7 +140,12 @@ class _Batcher:
         )
 
     def _submit(
-        self, group_key: Hashable, kind: _Kind[R], body: dict[str, Any], timeout: float | None
+        self,
+        group_key: Hashable,
+        kind: _Kind[R],
+        body: dict[str, Any],
+        timeout: float | None,
+        name: str,
     ) -> R:
         deadline = self._core.executor.deadline(timeout)
         group = self._groups.get(group_key)
@@ -141,27 +155,36 @@ class _Batcher:
             # Nothing waiting: send now, here; requests arriving meanwhile queue.
             group.senders += 1
             try:
-                alone: R = self._alone(kind, body, deadline)
+                alone: R = self._alone(kind, body, deadline, name)
                 return alone
             finally:
                 group.senders -= 1
                 self._kick(group)
-        op = _Op(kind, body, deadline)
+        observers = self._core.observers
+        record = observers.call_started(name, _monotonic()) if observers.active else None
+        op = _Op(kind, body, deadline, record)
         group.pending.append(op)
         self._kick(group)
         try:
-            result = cast(R, op.result.get(timeout=max(0.0, deadline - _monotonic())))
-        except gevent.Timeout as exc:
-            if op.taken and not self.idempotent:
-                raise OutcomeUnknown(
-                    f"{self.what} may or may not have been applied: the deadline passed while "
-                    f"its batch was in flight"
+            try:
+                result = cast(R, op.result.get(timeout=max(0.0, deadline - _monotonic())))
+            except gevent.Timeout as exc:
+                if op.taken and not self.idempotent:
+                    raise OutcomeUnknown(
+                        f"{self.what} may or may not have been applied: the deadline passed "
+                        f"while its batch was in flight"
+                    ) from exc
+                raise DeadlineExceeded(
+                    f"{self.what}: deadline passed while batched with others"
                 ) from exc
-            raise DeadlineExceeded(
-                f"{self.what}: deadline passed while batched with others"
-            ) from exc
-        finally:
-            op.abandoned = True
+            finally:
+                op.abandoned = True
+        except BaseException as exc:
+            if record is not None:
+                observers.call_ended(record, _monotonic(), exc)
+            raise
+        if record is not None:
+            observers.call_ended(record, _monotonic(), None)
         return result
 
     # ------------------------------------------------------------------ senders
@@ -200,15 +223,29 @@ class _Batcher:
         pending.extendleft(reversed(later))
         return batch
 
-    def _alone(self, kind: _Kind[R], body: dict[str, Any], deadline: float) -> R:
+    def _alone(
+        self,
+        kind: _Kind[R],
+        body: dict[str, Any],
+        deadline: float,
+        name: str | None = None,
+        records: tuple[CallRecord, ...] = (),
+    ) -> R:
         result: R = self._core.executor.call(
-            kind.path, body, kind.parse, idempotent=self.idempotent, deadline=deadline
+            kind.path,
+            body,
+            kind.parse,
+            idempotent=self.idempotent,
+            deadline=deadline,
+            name=name,
+            records=records,
         )
         return result
 
     def _one(self, op: _Op) -> None:
+        records = () if op.record is None else (op.record,)
         try:
-            op.result.set(self._alone(op.kind, op.body, op.deadline))
+            op.result.set(self._alone(op.kind, op.body, op.deadline, records=records))
         except EtcdError as exc:
             op.result.set_exception(exc)
 
@@ -218,6 +255,9 @@ class _Batcher:
             return
         deadline = max(op.deadline for op in batch)
         body = {"success": [{op.kind.request: op.body} for op in batch]}
+        records = tuple(op.record for op in batch if op.record is not None)
+        for record in records:
+            record.batch_size = len(batch)
         try:
             responses = self._core.executor.call(
                 kv_proto.TXN,
@@ -225,6 +265,7 @@ class _Batcher:
                 lambda obj: self._parse(obj, batch),
                 idempotent=self.idempotent,
                 deadline=deadline,
+                records=records,
             )
         except TooManyOperations:
             size = self.max_ops = max(1, min(self.max_ops, len(batch) // 2))
@@ -247,6 +288,8 @@ class _Batcher:
             raise
         self.batches += 1
         self.batched_ops += len(batch)
+        if self._core.observers.active:
+            self._core.observers.emit("batch_sent", self.kind, len(batch))
         for op, response in zip(batch, responses, strict=True):
             op.result.set(response)
 
@@ -272,11 +315,17 @@ class ReadBatcher(_Batcher):
         self._range = _Kind(kv_proto.RANGE, "request_range", "response_range", parse_range)
 
     def range(
-        self, body: dict[str, Any], *, serializable: bool, revision: int, timeout: float | None
+        self,
+        body: dict[str, Any],
+        *,
+        serializable: bool,
+        revision: int,
+        timeout: float | None,
+        name: str = "range",
     ) -> RangeResponse:
         """One range read (``body`` a RangeRequest in JSON form), batched with the compatible
         reads of other greenlets when some are in flight."""
-        return self._submit((serializable, revision), self._range, body, timeout)
+        return self._submit((serializable, revision), self._range, body, timeout, name)
 
 
 class WriteBatcher(_Batcher):
@@ -286,6 +335,7 @@ class WriteBatcher(_Batcher):
     idempotent = False
     distinct_keys = True
     what = "write"
+    kind = "write"
 
     def __init__(
         self,
@@ -301,8 +351,8 @@ class WriteBatcher(_Batcher):
 
     def put(self, body: dict[str, Any], timeout: float | None) -> PutResponse:
         """One put (``body`` a PutRequest in JSON form), batched when others are in flight."""
-        return self._submit("write", self._put, body, timeout)
+        return self._submit("write", self._put, body, timeout, "put")
 
     def delete(self, body: dict[str, Any], timeout: float | None) -> DeleteResponse:
         """One delete of a single key (no ``range_end``), batched likewise."""
-        return self._submit("write", self._delete, body, timeout)
+        return self._submit("write", self._delete, body, timeout, "delete")

@@ -46,6 +46,7 @@ from geetcd.errors import (
     InvalidType,
 )
 from geetcd.models import Header, MemberList
+from geetcd.observe import Observers
 from geetcd.transport import parse_endpoint
 
 __all__ = ["ClusterState", "Member", "MemberState", "PickPolicy", "StateChange"]
@@ -181,6 +182,7 @@ class ClusterState:
         on_member_removed: Callable[[Member], None] | None = None,
         pool_usage: Callable[[str], tuple[int, int]] | None = None,
         clock: Callable[[], float] = _monotonic,
+        observers: Observers | None = None,
     ) -> None:
         if not isinstance(policy, PickPolicy):
             raise InvalidArgument(f"policy must be a PickPolicy, got {policy!r}")
@@ -198,6 +200,7 @@ class ClusterState:
         self._on_member_removed = on_member_removed
         self._pool_usage = pool_usage
         self._clock = clock
+        self._observers = observers if observers is not None else Observers()
         self._current: Member | None = None
         self._rr = itertools.count()
         self._changed = gevent.event.Event()
@@ -317,6 +320,8 @@ class ClusterState:
             log.info("etcd member %s: %s -> %s", member.url, old.value, new.value)
         if new is not MemberState.DOWN:
             self._wake()
+        if self._observers.active:
+            self._observers.emit("member_state_changed", member.url, old.value, new.value, error)
         if self._on_state_change is not None:
             try:
                 self._on_state_change(StateChange(member, old, new, error))
@@ -448,6 +453,8 @@ class ClusterState:
                 added = True
                 kind = " (learner)" if learner else ""
                 log.info("etcd member %s (%s)%s joined the client's view", url, name, kind)
+                if self._observers.active:
+                    self._observers.emit("member_state_changed", url, "added", "suspect", None)
             else:
                 member.id, member.name = member_id, name
                 if member.is_learner and not learner:
@@ -459,6 +466,10 @@ class ClusterState:
         self.members = new_members
         for gone in existing.values():
             log.info("etcd member %s left the client's view", gone.url)
+            if self._observers.active:
+                self._observers.emit(
+                    "member_state_changed", gone.url, gone.state.value, "removed", None
+                )
             if self._current is gone:
                 self._current = None
             if self._on_member_removed is not None:

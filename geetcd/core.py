@@ -23,6 +23,7 @@ from geetcd.errors import InvalidArgument, InvalidType
 from geetcd.keepalive import KeepAlive
 from geetcd.liveness import StreamLiveness
 from geetcd.models import Header, MemberList
+from geetcd.observe import Observer, Observers
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol.codec import Keyspace, to_bytes
 from geetcd.transport import Transport
@@ -83,6 +84,8 @@ class Core:
             check_timeout(sync_interval, "sync_interval")
         prefix = b"" if namespace is None else to_bytes(namespace, "namespace")
         self.ks = Keyspace(prefix)
+        self.observers = Observers()
+        """The observers attached to this client (:mod:`geetcd.observe`)."""
         self.group = gevent.pool.Group()
         self.transport = transport if transport is not None else Transport(maxsize=maxsize, tls=tls)
         self.cluster = ClusterState(
@@ -97,6 +100,7 @@ class Core:
             on_state_change=on_state_change,
             on_member_removed=self._member_removed,
             pool_usage=self.transport.pool_usage,
+            observers=self.observers,
         )
         self.executor = Executor(
             self.cluster,
@@ -107,6 +111,7 @@ class Core:
             retry=retry if retry is not None else Retry(),
             api_prefix=api_prefix,
             hedge_delay=hedge_delay,
+            observers=self.observers,
         )
         if user is not None or password is not None:
             from geetcd.auth import TokenAuth
@@ -153,6 +158,16 @@ class Core:
         if not self._started:
             self._started = True
             self.cluster.start()
+
+    def add_observer(self, observer: Observer) -> None:
+        """Attach ``observer`` to every later call, attempt, member change, stream, watch,
+        lease and batch of this client (see :mod:`geetcd.observe`). TypeError if it is not
+        a :class:`geetcd.Observer`."""
+        self.observers.add(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Detach ``observer`` (no error if it is not attached)."""
+        self.observers.remove(observer)
 
     def on_close(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` when the client closes, before background greenlets are killed

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
-from geetcd._executor import Attempt, check_retry, parse_answer
+from geetcd._executor import Attempt, check_retry
 from geetcd.cluster import Member
 from geetcd.config import Retry
 from geetcd.errors import (
@@ -36,7 +36,6 @@ from geetcd.errors import (
 from geetcd.models import Status
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol import maintenance as proto
-from geetcd.protocol.codec import encode_json
 from geetcd.protocol.errors import error_from_body
 from geetcd.protocol.kv import parse_header
 from geetcd.protocol.maintenance import (
@@ -94,45 +93,20 @@ def unary(
     (which cannot move on once sent) waits for its answer until the call's deadline unless
     ``attempt_timeout`` says otherwise: better a late answer than OutcomeUnknown. ``avoid``:
     members not to send to unless no other one is usable."""
-    if retry is not None:
-        check_retry(retry)
     core.start()
-    executor = core.executor
-    deadline = executor.deadline(timeout)
-    if attempt_timeout is None and not idempotent:
-        attempt_timeout = max(executor.attempt_timeout, deadline - _monotonic())
-    payload = encode_json(body)
-    transport = core.transport
-
-    def do(attempt: Attempt) -> T:
-        member = attempt.member
-        response = transport.request(
-            member.url,
-            "POST",
-            executor.api_prefix + path,
-            payload,
-            connect_timeout=attempt.connect_timeout,
-            read_timeout=attempt.read_timeout,
-            deadline=attempt.deadline,
-            headers=attempt.headers,
-            what=path,
-            abandon=member.benched,
-        )
-        if response.status == 200:
-            return parse_answer(parse, response.data, member.url)
-        error = error_from_body(response.status, response.data, member.url)
-        raise refine(error) if refine is not None else error
-
-    return executor.run(
-        do,
-        what=path,
+    return core.executor.call(
+        path,
+        body,
+        parse,
         idempotent=idempotent,
-        deadline=deadline,
+        timeout=timeout,
         retry=retry,
         endpoint=endpoint,
         attempt_timeout=attempt_timeout,
+        wait_for_answer=True,
+        refine=refine,
         avoid=avoid,
-        gateway=True,
+        hedge=False,
     )
 
 
