@@ -56,6 +56,12 @@ Every exception carries ``code`` (gRPC code or None), ``http_status`` (or None) 
 * ``transient``: the member failed, not the request; another member may succeed.
 * ``retry_safe``: the request was surely not applied, so even a write may be retried.
 
+One more tells long-lived owners (watch streams, the keepalive, v2 watches) what to do:
+
+* ``waited_out``: no member served within the time given (ClusterUnavailable,
+  DeadlineExceeded; never ClientClosed); an owner with no deadline of its own waits it out
+  and tries again.
+
 ``token_suspect`` (False unless set on the instance) marks an error that may mean an expired
 token although its class says otherwise: a watch canceled with "permission denied" is how
 etcd answers an expired token on a watch stream. The attempt loop re-authenticates once.
@@ -128,6 +134,7 @@ class EtcdError(Exception):
 
     transient: bool = False
     retry_safe: bool = False
+    waited_out: bool = False
     token_suspect: bool = False
 
     def __init__(
@@ -356,6 +363,8 @@ class ClusterUnavailable(EtcdError):
     ``errors`` maps each member's endpoint to the last error seen from it (or None).
     """
 
+    waited_out = True
+
     def __init__(self, message: str, *, errors: Mapping[str, BaseException | None]) -> None:
         detail = "; ".join(f"{url}: {err!r}" for url, err in errors.items())
         super().__init__(f"{message} [{detail}]" if detail else message)
@@ -367,12 +376,16 @@ class ClientClosed(ClusterUnavailable):
     (watches, leases and v2 calls included). A ClusterUnavailable, so code that handled the
     closed case before keeps working."""
 
+    waited_out = False
+
     def __init__(self, message: str = "the client is closed") -> None:
         super().__init__(message, errors={})
 
 
 class DeadlineExceeded(EtcdError, TimeoutError):
     """The caller's deadline passed before the call completed."""
+
+    waited_out = True
 
 
 class PoolTimeout(DeadlineExceeded):

@@ -26,23 +26,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import gevent
 import gevent.event
 from gevent.hub import Waiter
 
-from geetcd._executor import Attempt, should_refresh_token
+from geetcd._executor import Attempt
 from geetcd.cluster import Member
-from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
-    ClusterUnavailable,
     ConnectionLost,
-    DeadlineExceeded,
     EtcdError,
-    WatchCanceled,
 )
 from geetcd.models import WatchResponse
 from geetcd.protocol.codec import encode_json
@@ -55,6 +51,7 @@ from geetcd.protocol.watch import (
     create_body,
     group_by_revision,
 )
+from geetcd.supervisor import inherited_stream_error, supervise
 from geetcd.transport import Stream
 
 if TYPE_CHECKING:
@@ -65,10 +62,6 @@ __all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 
 log = logging.getLogger("geetcd.watch")
 _monotonic = time.monotonic
-RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
-"""Pause before a watch stream's next open after repeated failures (HTTP and WebSocket)."""
-WAITED_OUT = (ClusterUnavailable, DeadlineExceeded)
-"""A round of opens that found no member within the client's timeout: waited out, tried again."""
 # A callback watch's greenlet ends after this many idle seconds (restarted by the next event).
 _RUNNER_LINGER = 1.0
 
@@ -138,9 +131,7 @@ class ServerStream:
     """
 
     __slots__ = (
-        "_auth_retried",
         "_errors",
-        "_failures",
         "catch_up_to",
         "channel",
         "connection",
@@ -149,6 +140,7 @@ class ServerStream:
         "done",
         "error",
         "ever_created",
+        "failures",
         "greenlet",
         "hub",
         "last_activity",
@@ -162,6 +154,8 @@ class ServerStream:
         "subscribers",
         "watch_id",
     )
+
+    stream_kind: ClassVar[str] = "watch"
 
     def __init__(
         self, hub: WatchHub, spec: WatchSpec, start_revision: int, liveness: float, shared: bool
@@ -193,8 +187,7 @@ class ServerStream:
         self.last_activity = _monotonic()
         self.greenlet: gevent.Greenlet[[], None] | None = None
         self.reconnects = 0
-        self._failures = 0
-        self._auth_retried = False
+        self.failures = 0
 
     @property
     def errors(self) -> deque[BaseException]:
@@ -304,67 +297,18 @@ class ServerStream:
             self.hub._forget(self)
 
     def _loop(self) -> None:
-        """Open (through :meth:`Executor.run`, the client's one attempt loop), read until the
-        stream ends, resume elsewhere; forever, until stopped or a non-transient error."""
-        core = self.hub.core
-        executor = core.executor
-        avoid: list[Member] = []
-        while not self.done:
-            if self._failures > 1:
-                gevent.sleep(RECONNECT_BACKOFF.compute(self._failures - 1))
-            if self.done or core.closed:
-                raise _Stop
-            if core.forked:
-                raise inherited_watch_error()
-            try:
-                connection, member, headers, started = executor.run(
-                    self._open,
-                    what=f"watch {self.spec.key!r}",
-                    idempotent=True,
-                    deadline=_monotonic() + executor.timeout,
-                    avoid=avoid,
-                )
-            except EtcdError as exc:
-                if self.done or core.closed:
-                    raise _Stop from exc
-                if not exc.transient and not isinstance(exc, WAITED_OUT):
-                    raise
-                self.last_error = exc
-                self.errors.append(exc)
-                self._failures += 1
-                log.warning(
-                    "watch %r: no etcd member answered, still trying: %s", self.spec.key, exc
-                )
-                avoid = []
-                continue
-            self.member = member
-            self.connection = connection
-            self.last_activity = _monotonic()
-            core.liveness.watch(self)
-            try:
-                self._read(connection, member, started)
-                error: EtcdError = ConnectionLost(
-                    f"watch stream from {member.url} ended", member=member.url
-                )
-            except EtcdError as exc:
-                error = exc
-            finally:
-                core.liveness.forget(self)
-                self.connection = None
-                connection.close()
-            if self.stopped():
-                return
-            if should_refresh_token(error) and executor.auth is not None and not self._auth_retried:
-                self._auth_retried = True
-                executor.auth.invalidate(headers)
-                log.info("watch %r refused (%s); re-authenticating once", self.spec.key, error)
-                continue
-            if not error.transient:
-                raise error
-            self._member_failed(member, error)
-            avoid = [member]
+        """Open, serve and resume this stream through the one stream supervisor
+        (:func:`geetcd.supervisor.supervise`), until stopped or a non-transient error."""
+        supervise(self.hub.core, self)
+        if not self.stopped():
+            raise _Stop  # the client closed
 
-    def _open(self, attempt: Attempt) -> tuple[Stream, Member, Mapping[str, str] | None, float]:
+    # ------------------------------------------------------------------ SupervisedStream
+    def describe(self) -> str:
+        """``watch '<key>'`` (for log lines and errors)."""
+        return f"watch {self.spec.key!r}"
+
+    def open(self, attempt: Attempt) -> tuple[Stream, float]:
         """One attempt: open the stream on ``attempt.member``; an error answer is raised (the
         attempt loop judges it: bench and move on, re-authenticate, or give up)."""
         core = self.hub.core
@@ -383,14 +327,40 @@ class ServerStream:
                 raise error_from_body(connection.status, connection.read_all(), member.url)
             finally:
                 connection.close()
-        return connection, member, attempt.headers, started
+        return connection, started
 
-    def _member_failed(self, member: Member, error: EtcdError) -> None:
+    def serve(self, opened: tuple[Stream, float], member: Member) -> EtcdError | None:
+        """Read the open stream until it ends; None once stopped, else why it ended."""
+        connection, started = opened
+        core = self.hub.core
+        self.member = member
+        self.connection = connection
+        self.last_activity = _monotonic()
+        core.liveness.watch(self)
+        try:
+            self._read(connection, member, started)
+            error: EtcdError = ConnectionLost(
+                f"watch stream from {member.url} ended", member=member.url
+            )
+        except EtcdError as exc:
+            error = exc
+        finally:
+            core.liveness.forget(self)
+            self.connection = None
+            connection.close()
+        return None if self.stopped() else error
+
+    def unreachable(self, error: EtcdError) -> None:
+        """No member could open the stream within the client's timeout: still trying."""
         self.last_error = error
         self.errors.append(error)
-        self._failures += 1
+        log.warning("watch %r: no etcd member answered, still trying: %s", self.spec.key, error)
+
+    def failed(self, member: Member, error: EtcdError) -> None:
+        """The stream on ``member`` failed: resume from ``next_revision`` elsewhere."""
+        self.last_error = error
+        self.errors.append(error)
         self.reconnects += 1
-        self.hub.core.cluster.mark_failed(member, error)
         log.info(
             "watch %r: stream on %s failed (%s); resuming from revision %d elsewhere",
             self.spec.key,
@@ -477,8 +447,7 @@ class ServerStream:
         self.hub._forget(self)
 
     def _on_created(self, response: WatchResponse, member: Member, started: float) -> None:
-        self._failures = 0
-        self._auth_retried = False  # (the open was counted a success by the attempt loop)
+        self.failures = 0  # it serves: the supervisor's backoff and re-auth start over
         if self.ever_created:
             return
         if not self.next_revision:
@@ -507,12 +476,8 @@ class ServerStream:
                 self.stop()
 
 
-def inherited_watch_error() -> WatchCanceled:
-    """The error that ends, in a forked child, a watch its parent created."""
-    return WatchCanceled(
-        "this watch was created by the parent process before the fork; watch again in this process",
-        reason="forked",
-    )
+inherited_watch_error = inherited_stream_error
+"""The error that ends, in a forked child, a watch its parent created."""
 
 
 def _wake_all(waiters: list[Waiter[None]]) -> None:

@@ -47,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import gevent
 import gevent.event
@@ -56,7 +56,6 @@ import gevent.lock
 from geetcd._executor import Attempt
 from geetcd.cluster import Member
 from geetcd.errors import (
-    ClientClosed,
     ConnectionLost,
     DeadlineExceeded,
     EtcdError,
@@ -73,8 +72,8 @@ from geetcd.protocol.watch import (
     cancel_error,
     decode_message,
 )
+from geetcd.supervisor import supervise
 from geetcd.watch import DEFAULT_LIVENESS
-from geetcd.watch_hub import RECONNECT_BACKOFF, WAITED_OUT
 
 if TYPE_CHECKING:
     from geetcd.watch_hub import ServerStream, WatchHub
@@ -119,6 +118,8 @@ class WatchChannel:
         "watches",
         "ws",
     )
+
+    stream_kind: ClassVar[str] = "watch_channel"
 
     def __init__(self, mux: WatchMux) -> None:
         self.mux = mux
@@ -279,76 +280,56 @@ class WatchChannel:
             self.mux.channel_ended(self)
 
     def _loop(self) -> None:
-        mux = self.mux
-        core = mux.hub.core
-        executor = core.executor
-        avoid: list[Member] = []
-        while not self.closed:
-            if not self.watches:
-                return
-            if self.failures > 1:
-                gevent.sleep(RECONNECT_BACKOFF.compute(self.failures - 1))
-            if self.closed or core.closed or core.forked or not self.watches:
-                return
-            try:
-                ws, member = executor.run(
-                    self._open,
-                    what="watch stream",
-                    idempotent=True,
-                    deadline=_monotonic() + executor.timeout,
-                    avoid=avoid,
-                )
-            except WebSocketRefused as exc:
-                mux.fall_back(f"{exc}")
-                return
-            except ClientClosed:
-                return
-            except EtcdError as exc:
-                if self._ended():
-                    return
-                if not exc.transient and not isinstance(exc, WAITED_OUT):
-                    self._fail_all(exc)
-                    return
-                self.last_error = exc
-                self.failures += 1
-                log.warning("watch stream: no etcd member answered, still trying: %s", exc)
-                avoid = []
-                continue
-            error = self._serve(ws, member)
-            if self._ended():
-                return
-            if error is None:
-                return  # idle: closed cleanly
-            if not error.transient:
-                self._fail_all(error)
-                return
-            self.last_error = error
-            self.failures += 1
-            self.reconnects += 1
-            for stream in self.watches.values():
-                stream.moved(error)
-            core.cluster.mark_failed(member, error)
-            log.info(
-                "watch stream on %s failed (%s); resuming %d watch(es) elsewhere",
-                member.url,
-                error,
-                len(self.watches),
-            )
-            avoid = [member]
+        """The channel's connections, through the one stream supervisor
+        (:func:`geetcd.supervisor.supervise`): a refused upgrade moves every watch to HTTP, a
+        non-transient error (or the fork of the process) ends them all."""
+        try:
+            supervise(self.mux.hub.core, self)
+        except WebSocketRefused as exc:
+            self.mux.fall_back(f"{exc}")
+        except EtcdError as exc:
+            self._fail_all(exc)
 
-    def _ended(self) -> bool:
-        """True once the channel or its client was closed (re-read: other greenlets set it)."""
-        return self.closed or self.mux.hub.core.closed
+    # ------------------------------------------------------------------ SupervisedStream
+    def describe(self) -> str:
+        """``watch stream`` (for log lines and errors)."""
+        return "watch stream"
 
-    def _open(self, attempt: Attempt) -> tuple[WebSocket, Member]:
+    def stopped(self) -> bool:
+        """True once the channel was closed, its client closed, or no watch is left."""
+        return self.closed or self.mux.hub.core.closed or not self.watches
+
+    def open(self, attempt: Attempt) -> WebSocket:
+        """One attempt: the WebSocket upgrade on ``attempt.member``."""
         core = self.mux.hub.core
-        ws = core.transport.open_websocket(
+        return core.transport.open_websocket(
             attempt.member.url,
             core.executor.api_prefix + WATCH,
             connect_timeout=attempt.connect_timeout,
             handshake_timeout=attempt.read_timeout,
         )
-        return ws, attempt.member
+
+    def serve(self, ws: WebSocket, member: Member) -> EtcdError | None:
+        """See :meth:`_serve`."""
+        return self._serve(ws, member)
+
+    def unreachable(self, error: EtcdError) -> None:
+        """No member could open the channel within the client's timeout: still trying."""
+        self.last_error = error
+        log.warning("watch stream: no etcd member answered, still trying: %s", error)
+
+    def failed(self, member: Member, error: EtcdError) -> None:
+        """The connection to ``member`` failed: every watch resumes elsewhere."""
+        self.last_error = error
+        self.reconnects += 1
+        for stream in self.watches.values():
+            stream.moved(error)
+        log.info(
+            "watch stream on %s failed (%s); resuming %d watch(es) elsewhere",
+            member.url,
+            error,
+            len(self.watches),
+        )
 
     def _serve(self, ws: WebSocket, member: Member) -> EtcdError | None:
         """Create every watch on ``ws`` and route its answers until it fails (the error is

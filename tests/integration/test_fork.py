@@ -92,3 +92,80 @@ def test_forked_child_gets_its_own_connections(etcd_endpoints: list[str], etcd_p
         assert client.get("from-child").value == b"c1"  # type: ignore[union-attr]
     finally:
         client.close()
+
+
+def _idle_child(client: geetcd.Client, watches: list[geetcd.Watch]) -> dict[str, Any]:
+    """Count the watch channels and greenlets a child starts before it first uses the client."""
+    from geetcd import watch_mux
+
+    made = []
+    original = watch_mux.WatchChannel.__init__
+
+    def counting(self: Any, mux: Any) -> None:
+        made.append(1)
+        original(self, mux)
+
+    watch_mux.WatchChannel.__init__ = counting  # type: ignore[method-assign]
+    before = len(client.core.group)
+    gevent.sleep(1.0)  # the inherited channel's greenlet wakes on its severed socket
+    report: dict[str, Any] = {
+        "channels_before_first_call": len(made),
+        "greenlets_before": before,
+        "greenlets_after_idle": len(client.core.group),
+    }
+    client.put("from-idle-child", "1")  # the first call adopts the client
+    reasons = []
+    for watch in watches:
+        try:
+            watch.next_event(timeout=5)
+            reasons.append("an event")
+        except geetcd.WatchCanceled as exc:
+            reasons.append(exc.reason)
+    report["inherited"] = reasons
+    fresh = client.watch("idle-fresh")
+    client.put("idle-fresh", "x")
+    report["fresh"] = fresh.next_event(timeout=5).kv.value.decode()
+    report["channels_after_fresh_watch"] = len(made)
+    client.close()
+    return report
+
+
+def test_forked_child_spawns_no_watch_channel_before_its_first_call(
+    etcd_endpoints: list[str], etcd_prefix: str
+) -> None:
+    client = geetcd.Client(etcd_endpoints, namespace=etcd_prefix, streams="websocket")
+    try:
+        watches = [client.watch(f"ws{i}") for i in range(5)]
+        mux = client.core.watch_hub.mux
+        assert mux.channel is not None and mux.channel.ws is not None  # on a WebSocket
+        reader, writer = os.pipe()
+        pid = gevent.fork()
+        if pid == 0:
+            os.close(reader)
+            code = 0
+            try:
+                payload = json.dumps(_idle_child(client, watches))
+            except BaseException as exc:  # reported to the parent, which fails the test
+                payload = json.dumps({"error": repr(exc)})
+                code = 1
+            os.write(writer, payload.encode())
+            os._exit(code)
+        os.close(writer)
+        chunks = []
+        while chunk := gevent.os.tp_read(reader, 65536):
+            chunks.append(chunk)
+        os.close(reader)
+        _, status = gevent.os.waitpid(pid, 0)
+        report = json.loads(b"".join(chunks) or b"{}")
+        assert "error" not in report, report
+        assert os.WEXITSTATUS(status) == 0
+        assert report["channels_before_first_call"] == 0, report
+        assert report["greenlets_after_idle"] <= report["greenlets_before"], report
+        assert report["inherited"] == ["forked"] * 5, report
+        assert report["fresh"] == "x"
+        assert report["channels_after_fresh_watch"] == 1, report
+        # The parent's watches are untouched.
+        client.put("ws0", "parent")
+        assert watches[0].next_event(timeout=5).kv.value == b"parent"
+    finally:
+        client.close()
