@@ -76,8 +76,12 @@ class Core:
         if streams not in STREAM_KINDS:
             raise InvalidArgument(f"streams must be 'websocket' or 'http', got {streams!r}")
         self.streams = streams
-        """How watches and keepalives travel: ``"websocket"`` (one multiplexed WebSocket per
-        member, falling back to HTTP where the upgrade is refused) or ``"http"``."""
+        """How watches and keepalives travel: ``"websocket"`` (multiplexed WebSockets; once
+        any member refuses the upgrade, the whole client falls back to HTTP: see
+        :meth:`refuse_websockets`) or ``"http"``."""
+        self.websocket_refused: str | None = None
+        """Why a member refused a WebSocket upgrade (None while none did): the one record,
+        read by the watch channel and the keepalive channels."""
         if tls is not None and not isinstance(tls, TLS):
             raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
         if sync_interval is not None:
@@ -158,6 +162,24 @@ class Core:
         if not self._started:
             self._started = True
             self.cluster.start()
+
+    def refuse_websockets(self, reason: str) -> bool:
+        """Record that a member answered a WebSocket upgrade with plain HTTP (a proxy that
+        does not pass upgrades, say): from now on every watch and keepalive of this client
+        uses HTTP. True the first time (the caller logs it), False after. Never raises."""
+        first = self.websocket_refused is None
+        self.websocket_refused = reason
+        return first
+
+    @property
+    def websockets_enabled(self) -> bool:
+        """True while watches and keepalives go over WebSockets: ``streams="websocket"``,
+        no refused upgrade, and a transport that opens them (a test's fake may not)."""
+        return (
+            self.streams == "websocket"
+            and self.websocket_refused is None
+            and hasattr(self.transport, "open_websocket")
+        )
 
     def add_observer(self, observer: Observer) -> None:
         """Attach ``observer`` to every later call, attempt, member change, stream, watch,

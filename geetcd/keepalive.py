@@ -35,7 +35,6 @@ import enum
 import heapq
 import itertools
 import logging
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,10 +44,9 @@ import gevent
 import gevent.event
 import gevent.lock
 
+from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
     ClientClosed,
-    ClusterUnavailable,
-    DeadlineExceeded,
     EtcdError,
     InvalidArgument,
     MalformedResponse,
@@ -97,9 +95,8 @@ DEFAULT_MAX_CONCURRENCY = 4
 _MAX_WINDOW = 1.0
 # Shortest read timeout of one keepalive attempt.
 _MIN_ATTEMPT_TIMEOUT = 0.5
-# Retry delays of a lease whose refresh failed: 0.1 s doubling up to 1 s, jittered.
-_RETRY_BASE = 0.1
-_RETRY_CAP = 1.0
+RETRY_BACKOFF = ExponentialBackoff(base=0.1, cap=1.0)
+"""The pause before a failed refresh is tried again (the one jittered exponential backoff)."""
 # Time given to each session's best-effort revoke when the client closes.
 _CLOSE_REVOKE_TIMEOUT = 1.0
 
@@ -160,11 +157,6 @@ class KeptSession(Protocol):
 
     def close(self, *, timeout: float | None = None) -> None:
         """Stop the keepalive and revoke the lease; never raises an etcd error."""
-
-
-def _retry_delay(failures: int) -> float:
-    delay = min(_RETRY_CAP, _RETRY_BASE * (2.0 ** min(max(0, failures - 1), 64)))
-    return delay / 2 + random.uniform(0.0, delay / 2)
 
 
 def _interval(ttl: int) -> float:
@@ -453,14 +445,12 @@ class KeepAlive:
                 except ClientClosed:
                     break
                 except EtcdError as exc:
-                    if not exc.transient and not isinstance(
-                        exc, (DeadlineExceeded, ClusterUnavailable)
-                    ):
+                    if not exc.transient and not exc.waited_out:
                         log.warning("keepalive of %d lease(s) refused: %s", len(pending), exc)
                         break
                     failures += 1
                     log.debug("keepalive of %d lease(s) failed: %s", len(pending), exc)
-                    pause = min(_retry_delay(failures), max(0.0, soonest - _monotonic()))
+                    pause = min(RETRY_BACKOFF.compute(failures), max(0.0, soonest - _monotonic()))
                     gevent.sleep(pause)
         finally:
             self._reschedule(batch, pending)
@@ -507,7 +497,9 @@ class KeepAlive:
                 continue  # re-added (keep_alive) meanwhile: already scheduled
             if lease.id in pending:
                 lease.schedule.failures += 1
-                due = min(now + _retry_delay(lease.schedule.failures), lease.schedule.expires_at)
+                due = min(
+                    now + RETRY_BACKOFF.compute(lease.schedule.failures), lease.schedule.expires_at
+                )
             else:
                 due = self._next_due(lease, lease.schedule.expires_at - lease.ttl)
             self._schedule(lease, due)

@@ -149,17 +149,16 @@ class KeepAliveChannels:
     def __init__(self, core: Core) -> None:
         self._core = core
         self._channels: dict[str, KeepAliveChannel] = {}
-        self.refused: str | None = None
 
     @property
     def enabled(self) -> bool:
         """True while keepalives go over WebSockets."""
-        core = self._core
-        return (
-            core.streams == "websocket"
-            and self.refused is None
-            and hasattr(core.transport, "open_websocket")
-        )
+        return self._core.websockets_enabled
+
+    @property
+    def refused(self) -> str | None:
+        """Why a WebSocket upgrade was refused (the core's one record), or None."""
+        return self._core.websocket_refused
 
     def refresh(self, attempt: Attempt, ids: Sequence[int]) -> dict[int, int] | None:
         """Refresh ``ids`` on ``attempt.member``'s channel: {id: ttl} of the answered IDs,
@@ -177,9 +176,8 @@ class KeepAliveChannels:
                     handshake_timeout=attempt.read_timeout,
                 )
             except WebSocketRefused as exc:
-                if self.refused is None:
-                    log.warning("WebSocket keepalive refused (%s); using POSTs", exc)
-                self.refused = str(exc)
+                if core.refuse_websockets(str(exc)):
+                    log.warning("WebSocket upgrade refused (%s); using POSTs", exc)
                 return None
             channel = self._channels[url] = KeepAliveChannel(url, ws)
             channel.greenlet = core.spawn(channel.run)

@@ -485,23 +485,23 @@ class WatchMux:
     def __init__(self, hub: WatchHub) -> None:
         self.hub = hub
         self.channel: WatchChannel | None = None
-        self.refused: str | None = None
         self._ids = itertools.count(1)
         self._lock = gevent.lock.RLock()
 
     def __repr__(self) -> str:
-        return f"<WatchMux channel={self.channel!r} refused={self.refused is not None}>"
+        refused = self.refused is not None
+        return f"<WatchMux channel={self.channel!r} refused={refused}>"
+
+    @property
+    def refused(self) -> str | None:
+        """Why a WebSocket upgrade was refused (the core's one record), or None."""
+        return self.hub.core.websocket_refused
 
     @property
     def enabled(self) -> bool:
         """True while new watches go on the WebSocket (see the module docstring)."""
         core = self.hub.core
-        return (
-            core.streams == "websocket"
-            and self.refused is None
-            and core.executor.auth is None
-            and hasattr(core.transport, "open_websocket")  # (a test's fake transport: HTTP)
-        )
+        return core.websockets_enabled and core.executor.auth is None
 
     def new_id(self) -> int:
         """A watch ID never used before by this client (so never reused on a connection)."""
@@ -530,9 +530,8 @@ class WatchMux:
 
     def fall_back(self, reason: str) -> None:
         """The upgrade was refused: every watch, now and later, uses HTTP streams."""
-        if self.refused is None:
-            log.warning("WebSocket watch streams refused (%s); using HTTP streams", reason)
-        self.refused = reason
+        if self.hub.core.refuse_websockets(reason):
+            log.warning("WebSocket upgrade refused (%s); using HTTP streams", reason)
         channel = self.channel
         if channel is not None:
             self._to_http(channel.take_watches())
