@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import gevent
 
-from geetcd.cluster import ClusterState, Member
+from geetcd.cluster import ClusterState, Member, Waiting
 from geetcd.config import Retry, RetryExhausted, check_duration
 from geetcd.errors import (
     AuthRequired,
@@ -53,7 +53,7 @@ from geetcd.errors import (
 )
 from geetcd.models import Header
 from geetcd.observe import CallRecord, Observers
-from geetcd.protocol.cluster import PROBE_BODY
+from geetcd.protocol.cluster import LINEARIZABLE_PROBE_BODY
 from geetcd.protocol.codec import decode_json, encode_json
 from geetcd.protocol.errors import error_from_body
 from geetcd.protocol.kv import RANGE, parse_header
@@ -69,7 +69,7 @@ __all__ = [
     "should_refresh_token",
 ]
 
-_PROBE_PAYLOAD = encode_json(PROBE_BODY)
+_PROBE_PAYLOAD = encode_json(LINEARIZABLE_PROBE_BODY)
 
 T = TypeVar("T")
 log = logging.getLogger("geetcd.client")
@@ -565,6 +565,12 @@ class Executor:
             capped = remaining < per_attempt
             member.inflight += 1
             started = _monotonic()
+            # Seen by outlier detection (geetcd.outlier); reads may be moved off a silent member.
+            waiting = member.waiting
+            entry = Waiting(started, gevent.getcurrent(), idempotent)
+            waiting[entry] = None
+            if len(waiting) == 1:
+                cluster.attempt_waiting(member)
             try:
                 result = do(
                     Attempt(
@@ -577,15 +583,22 @@ class Executor:
                 )
             except EtcdError as exc:
                 error = exc
+                if exc.http_status is not None:
+                    member.answered_at = _monotonic()  # an answer, if an error one
             else:
-                took = _monotonic() - started
-                cluster.mark_success(member, took)
+                ended = _monotonic()
+                member.answered_at = ended
+                cluster.mark_success(member, ended - started)
                 if records:
-                    self._report(records, member, took, None)
+                    self._report(records, member, ended - started, None)
                 return result
             finally:
                 member.inflight -= 1
+                entry.done = True
+                del waiting[entry]
             last = error
+            if self.closed:
+                raise ClientClosed() from error  # closing broke it: the member is not at fault
             if isinstance(error, MemberBenched):
                 tried.append(member)  # not sent: no bench, no retry used
                 continue
@@ -704,7 +717,11 @@ class Executor:
         return True
 
     def probe(self, member: Member, timeout: float = 1.0) -> Header:
-        """One cheap request to ``member`` only (for the prober); raises on any failure."""
+        """One cheap request to ``member`` only: a linearizable count-only range sent with
+        ``hasleader`` (it proves the member has a leader it can reach, which a serializable
+        read does not: a member cut off from its peers, or forwarding to a paused leader,
+        still answers those). For the prober, stream liveness and outlier detection; raises
+        on any failure."""
         response = self.transport.request(
             member.url,
             "POST",

@@ -46,6 +46,7 @@ import gevent
 import gevent.event
 
 from geetcd.errors import (
+    ClientClosed,
     DeadlineExceeded,
     EtcdError,
     MalformedResponse,
@@ -189,9 +190,34 @@ class _Batcher:
 
     # ------------------------------------------------------------------ senders
     def _kick(self, group: _Group) -> None:
-        if group.pending and group.senders < _SENDERS:
+        if self._core.closed:
+            self._fail_pending(group)
+        elif group.pending and group.senders < _SENDERS:
             group.senders += 1
             self._core.spawn(self._drain, group)
+
+    def _fail_pending(self, group: _Group) -> None:
+        """The client closed: every op still queued raises ClientClosed (never sent)."""
+        while group.pending:
+            op = group.pending.popleft()
+            if not op.abandoned:
+                op.result.set_exception(ClientClosed())
+
+    def _interrupted(self, exc: BaseException) -> BaseException:
+        """What the callers of a batch get when its sender ends with ``exc``, not an
+        EtcdError: the sender is killed by ``close()``: ClientClosed for reads, OutcomeUnknown
+        (the txn may have been applied) for writes; anything else as it is."""
+        if not self._core.closed:
+            return exc
+        closed = ClientClosed()
+        if self.idempotent:
+            return closed
+        unknown = OutcomeUnknown(
+            f"{self.what} may or may not have been applied: the client was closed while its "
+            f"batch was in flight"
+        )
+        unknown.__cause__ = closed
+        return unknown
 
     def _drain(self, group: _Group) -> None:
         """A sender greenlet: send what is queued, batch after batch, until nothing is."""
@@ -283,8 +309,9 @@ class _Batcher:
             gevent.joinall([self._core.spawn(self._one, op) for op in batch])
             return
         except BaseException as exc:
+            error = self._interrupted(exc)
             for op in batch:
-                op.result.set_exception(exc)
+                op.result.set_exception(error)
             raise
         self.batches += 1
         self.batched_ops += len(batch)

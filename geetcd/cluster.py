@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import gevent.event
@@ -85,6 +86,7 @@ class Member:
     """
 
     __slots__ = (
+        "answered_at",
         "benched_until",
         "failures",
         "history",
@@ -97,6 +99,7 @@ class Member:
         "ok_count",
         "state",
         "url",
+        "waiting",
     )
 
     def __init__(self, url: str, *, member_id: int | None = None, name: str = "") -> None:
@@ -112,6 +115,10 @@ class Member:
         self.last_error: BaseException | None = None
         self.benched_until = 0.0
         self.history: deque[tuple[float, str]] = deque(maxlen=16)
+        self.waiting: dict[Waiting, None] = {}
+        """Attempts sent to this member and not yet answered (see :class:`Waiting`)."""
+        self.answered_at = 0.0
+        """Monotonic time of its last answer (any answer: success or an error answer)."""
 
     def benched(self) -> bool:
         """True while the member is DOWN (benched after a failure). No I/O."""
@@ -125,6 +132,20 @@ class Member:
             f"<Member{ident} {self.url} {self.state.value} latency={self.latency * 1000:.1f}ms "
             f"inflight={self.inflight} failures={self.failures}{err}>"
         )
+
+
+class Waiting:
+    """One attempt waiting on a member (registered by the attempt loop): when it started,
+    the greenlet waiting, whether it may be moved to another member (idempotent), and
+    whether it is over. Read by outlier detection (:mod:`geetcd.outlier`)."""
+
+    __slots__ = ("done", "greenlet", "idempotent", "started")
+
+    def __init__(self, started: float, greenlet: Any, idempotent: bool) -> None:
+        self.started = started
+        self.greenlet = greenlet
+        self.idempotent = idempotent
+        self.done = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +222,8 @@ class ClusterState:
         self._pool_usage = pool_usage
         self._clock = clock
         self._observers = observers if observers is not None else Observers()
+        self.on_waiting: Callable[[], None] | None = None
+        """Called when a member gets waiting attempts again (outlier detection's start)."""
         self._current: Member | None = None
         self._rr = itertools.count()
         self._changed = gevent.event.Event()
@@ -282,6 +305,12 @@ class ClusterState:
             self._changed.wait(remaining)
 
     # ------------------------------------------------------------------ health
+    def attempt_waiting(self, member: Member) -> None:
+        """The attempt loop's note that ``member`` has attempts waiting again: starts outlier
+        detection (``on_waiting``, set by the core) if it is not running. Never raises."""
+        if self.on_waiting is not None:
+            self.on_waiting()
+
     def mark_success(self, member: Member, latency: float) -> None:
         """Record a successful call: updates the latency estimate; SUSPECT becomes HEALTHY."""
         member.latency += 0.2 * (latency - member.latency) if member.ok_count else latency
@@ -295,7 +324,10 @@ class ClusterState:
         """Bench ``member`` after ``error``: state DOWN, probed back in the background.
 
         Many greenlets failing on the same member at once bench it once (one log line).
+        Does nothing once the cluster state is closed.
         """
+        if self._closed:
+            return  # closing breaks connections: that says nothing of the member
         member.last_error = error
         member.history.append((time.time(), f"{type(error).__name__}: {error}"))
         if member.state is MemberState.DOWN:

@@ -24,6 +24,7 @@ from geetcd.keepalive import KeepAlive
 from geetcd.liveness import StreamLiveness
 from geetcd.models import Header, MemberList
 from geetcd.observe import Observer, Observers
+from geetcd.outlier import SilenceDetector
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol.codec import Keyspace, to_bytes
 from geetcd.transport import Transport
@@ -117,6 +118,11 @@ class Core:
             hedge_delay=hedge_delay,
             observers=self.observers,
         )
+        self.outliers = SilenceDetector(
+            self.cluster, self.executor.probe, self.group, self.observers
+        )
+        """Outlier detection (:mod:`geetcd.outlier`): reads move off a silent member."""
+        self.cluster.on_waiting = self.outliers.ensure_running
         if user is not None or password is not None:
             from geetcd.auth import TokenAuth
 

@@ -30,6 +30,7 @@ The tree::
     ├── UnavailableError                  a member-level failure; another member may succeed
     │   ├── ConnectionFailed              could not connect: the request surely never arrived
     │   ├── MemberBenched                 benched while the request waited: not sent
+    │   ├── MemberSilent                  a read moved off a member judged silent (outlier)
     │   ├── ConnectionLost                the connection broke after the request was sent
     │   ├── ResponseTimeout               sent, but no answer within the attempt timeout
     │   ├── NoLeader                      the member has no leader (rejected before applying)
@@ -98,6 +99,7 @@ __all__ = [
     "LeaseNotFound",
     "LeaseTTLTooLarge",
     "MemberBenched",
+    "MemberSilent",
     "MalformedResponse",
     "NoLeader",
     "NotLeader",
@@ -327,6 +329,13 @@ class MemberBenched(UnavailableError):
     connections; the request was not sent (the request loop moves it to another member)."""
 
     retry_safe = True
+
+
+class MemberSilent(UnavailableError):
+    """The member stopped answering while others kept answering (outlier detection,
+    :mod:`geetcd.outlier`): an idempotent request waiting on it was moved to another member.
+    Only reads (and other idempotent requests) are ever moved; a write waiting on a silent
+    member finishes or times out as it would have."""
 
 
 class ConnectionLost(UnavailableError):

@@ -2,20 +2,23 @@
 
 A stream that is connected registers with the core's :class:`StreamLiveness` and leaves it
 when its connection ends. One supervisor greenlet (in the core's group, alive only while
-streams are registered) wakes every quarter of the shortest liveness bound (between 50 ms
-and 1 s) and, reading the one cluster state:
+streams are registered) wakes every ``min(CHECK_PERIOD, liveness / 4)`` (at least 50 ms) and,
+reading the one cluster state:
 
-* a stream whose member the cluster state marks DOWN (another call, a probe or a stream
-  failed on it) loses its connection once it has been silent for ``min(1 s, liveness)``:
-  its owner then resumes elsewhere, as after any broken connection;
-* a member whose streams have all been silent for their ``liveness`` bound gets one probe
-  (a cheap linearizable read, 1 s): an answer counts as activity for every stream on that
-  member; a failure benches the member (``ClusterState.mark_failed``) and aborts the
-  connections of all its streams.
+* a stream whose member the cluster state marks DOWN (another call, a probe, outlier
+  detection or a stream failed on it) loses its connection at once: its owner then resumes
+  elsewhere, as after any broken connection;
+* a member whose streams have all been silent for ``min(QUIET_PROBE, liveness)`` gets one
+  probe (``Executor.probe``: a linearizable read, which a member cut off from its peers or
+  from its leader cannot answer; ``PROBE_TIMEOUT``): an answer counts as activity for every
+  stream on that member; a failure benches the member (``ClusterState.mark_failed``) and
+  aborts the connections of all its streams. So a member holding streams is asked at most
+  once per ``QUIET_PROBE`` seconds (one request per member, however many streams), and an
+  isolated one is found within ``QUIET_PROBE + PROBE_TIMEOUT`` of its isolation.
 
 Silence is measured from the stream's ``last_activity`` (bytes received) or the member's
 last good probe, whichever is newer. A v2 wait sends nothing until its event, so its
-member is simply probed every ``liveness`` seconds while the wait lasts.
+member is simply probed every ``QUIET_PROBE`` seconds while the wait lasts.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveStream", "StreamLiveness"]
 
-log = logging.getLogger("geetcd.watch")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 PROBE_TIMEOUT = 1.0
 """Seconds a liveness probe may take."""
-DOWN_SILENCE = 1.0
-"""A stream on a member marked DOWN is moved after this much silence (or its liveness)."""
+QUIET_PROBE = 0.5
+"""A member whose streams were all silent this long (or their liveness, if shorter) is probed."""
+CHECK_PERIOD = 0.25
+"""Longest pause between two supervisor passes."""
 
 
 class LiveStream(Protocol):
@@ -92,7 +97,7 @@ class StreamLiveness:
     def _run(self) -> None:
         while self._streams and not self._core.closed:
             period = min(s.liveness for s in list(self._streams)) / 4
-            gevent.sleep(min(1.0, max(0.05, period)))
+            gevent.sleep(min(CHECK_PERIOD, max(0.05, period)))
             self.check()
 
     def check(self) -> None:
@@ -106,9 +111,8 @@ class StreamLiveness:
                 continue
             quiet = now - max(stream.last_activity, self._probe_ok.get(member.url, 0.0))
             if member.state is MemberState.DOWN:
-                if quiet >= min(DOWN_SILENCE, stream.liveness):
-                    down[member.url] = member
-            elif quiet >= stream.liveness:
+                down[member.url] = member
+            elif quiet >= min(QUIET_PROBE, stream.liveness):
                 silent[member.url] = member
         for member in down.values():
             self._evacuate(member, member.last_error)

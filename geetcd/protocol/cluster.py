@@ -10,6 +10,7 @@ from geetcd.protocol.kv import parse_header
 
 __all__ = [
     "MEMBER_LIST",
+    "LINEARIZABLE_PROBE_BODY",
     "PROBE_BODY",
     "STATUS",
     "parse_member_list",
@@ -24,6 +25,14 @@ MEMBER_LIST = "/cluster/member/list"
 PROBE_BODY: dict[str, Any] = {
     "key": b64(b"\0geetcd-probe"),
     "serializable": True,
+    "count_only": True,
+}
+
+# The same, linearizable: answered only through the leader (a ReadIndex), so a member cut off
+# from its peers (or forwarding to a paused leader) does not answer it, while it may still
+# answer serializable reads from its own copy. The probe that says "this member serves".
+LINEARIZABLE_PROBE_BODY: dict[str, Any] = {
+    "key": b64(b"\0geetcd-probe"),
     "count_only": True,
 }
 

@@ -5,6 +5,7 @@ HTTP request per call."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -207,3 +208,36 @@ def test_batched_writes_each_get_their_own_answer(batched_writes: geetcd.Client)
     deleted = gevent.joinall([gevent.spawn(client.delete, k) for k in keys[:50]], timeout=30)
     assert all(g.value.deleted == 1 for g in deleted)
     assert client.range("w", prefix=True, count_only=True).count == 100
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_close_during_batched_reads_raises_client_closed_everywhere(
+    etcd_cluster: EtcdCluster, caplog: pytest.LogCaptureFixture, round_: int
+) -> None:
+    """close() while 200 greenlets read: each caller gets ClientClosed (never the sender's
+    GreenletExit), and closing neither benches nor logs a member down."""
+    client = geetcd.Client(etcd_cluster.endpoints, namespace=f"/close-{round_}/")
+    client.put("k", "v")
+    outcomes: list[BaseException | None] = []
+
+    def reader() -> None:
+        try:
+            while True:
+                client.get("k")
+        except BaseException as exc:  # GreenletExit included: that is the defect
+            outcomes.append(exc)
+
+    caplog.set_level(logging.INFO, logger="geetcd")
+    readers = [gevent.spawn(reader) for _ in range(200)]
+    gevent.sleep(0.3)
+    reads = client.read_batcher
+    assert reads is not None and reads.batches > 0  # batches were in flight
+    client.close()
+    gevent.joinall(readers, timeout=10)
+    assert all(r.dead for r in readers)
+    assert len(outcomes) == 200
+    kinds = {type(exc).__name__ for exc in outcomes}
+    assert kinds == {"ClientClosed"}, kinds
+    assert all(m.state is geetcd.MemberState.HEALTHY for m in client.cluster_state.members)
+    downs = [r.getMessage() for r in caplog.records if "-> down" in r.getMessage()]
+    assert downs == []

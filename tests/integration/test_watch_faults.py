@@ -175,9 +175,16 @@ def test_resume_when_the_serving_member_loses_its_leader(healed_cluster: EtcdClu
             member.kill()
         stream = watch._stream
         assert stream is not None
-        # With Grpc-Metadata-hasleader the member ends the stream with "no leader".
+        # The stream fails on the serving member: the member ends it with "no leader" (it is
+        # sent with Grpc-Metadata-hasleader), or the liveness probe, which is linearizable, finds
+        # first that the member can no longer reach a leader.
         wait_for(
-            lambda: any(isinstance(e, geetcd.NoLeader) for e in stream.errors), 20, "no leader"
+            lambda: any(
+                isinstance(e, geetcd.EtcdError) and e.member == serving.client_url
+                for e in stream.errors
+            ),
+            20,
+            "the stream failed on its member",
         )
         for member in others:
             member.restart()
