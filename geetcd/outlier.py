@@ -9,13 +9,15 @@ outlier detection, one greenlet per client (alive only while requests wait) judg
 member by its **silence** relative to what is normal for it and for the cluster:
 
 * a member is *quiet* when attempts are waiting on it and it has answered nothing (no answer
-  of any kind, to any request) since the oldest of them was sent, for
-  ``max(SILENCE_FLOOR, SILENCE_FACTOR x typical latency)``, the typical latency being the
-  larger of the member's own and the median of the members';
+  of any kind, to any request) since the oldest of them was sent, for its *bound*:
+  ``SILENCE_FACTOR`` x its typical latency (the larger of the member's own and the median of
+  the members'), kept between ``SILENCE_FLOOR`` (150 ms) and ``SILENCE_CAP`` (500 ms). With
+  many requests in flight a healthy member answers far more often than its latency, so the
+  bound is a generous one;
 * a quiet member is then asked one linearizable probe (``Executor.probe``: only a member that
-  can reach its leader answers it); an answer within ``max(PROBE_FLOOR, SILENCE_FACTOR x
-  typical)`` clears it (a large range that is slow to produce, a saturated member, a pause of
-  this process: the member answers the probe at once), and silence is measured afresh from then;
+  can reach its leader answers it); an answer within the same bound clears it (a large range
+  that is slow to produce, a saturated member, a pause of this process: the member answers
+  the probe at once), and silence is measured afresh from then;
 * no answer: the member is **ejected**: benched in the cluster state (``mark_failed`` with
   :class:`~geetcd.errors.MemberSilent`, so new calls go to other members and the prober brings
   it back once it answers the linearizable probe again), every idempotent attempt waiting on
@@ -24,8 +26,9 @@ member by its **silence** relative to what is normal for it and for the cluster:
   it are left alone: they finish or time out as before, and are never sent again.
 
 It never misfires into an outage: it never ejects the last member that is neither benched nor
-quiet itself, it does nothing with a single member, and an ejected member that answers anything
-is healthy again (``ClusterState.mark_success``).
+quiet itself, nor more than one member in three at once (several members silent together is
+the cluster electing a leader, not a sick member), it does nothing with a single member, and
+an ejected member that answers anything is healthy again (``ClusterState.mark_success``).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from geetcd.errors import EtcdError, MemberSilent
 from geetcd.models import Header
 from geetcd.observe import Observers
 
-__all__ = ["PROBE_FLOOR", "SILENCE_FACTOR", "SILENCE_FLOOR", "TICK", "SilenceDetector"]
+__all__ = ["SILENCE_CAP", "SILENCE_FACTOR", "SILENCE_FLOOR", "TICK", "SilenceDetector"]
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
@@ -51,11 +54,11 @@ _monotonic = time.monotonic
 TICK = 0.05
 """Seconds between two looks at the waiting attempts."""
 SILENCE_FLOOR = 0.15
-"""Shortest silence that makes a member quiet (seconds)."""
-PROBE_FLOOR = 0.15
-"""Shortest time a quiet member's probe may take before the member is ejected (seconds)."""
-SILENCE_FACTOR = 10.0
-"""Silence and probe bounds in multiples of the typical latency."""
+"""Shortest silence that makes a member quiet, and shortest time its probe may take (s)."""
+SILENCE_CAP = 0.5
+"""Longest silence bound and probe time: past this, a member is judged whatever its latency."""
+SILENCE_FACTOR = 4.0
+"""Silence and probe bounds in multiples of the typical latency (between floor and cap)."""
 
 
 class SilenceDetector:
@@ -76,6 +79,7 @@ class SilenceDetector:
         self._greenlet: gevent.Greenlet[[], None] | None = None
         self._probing: set[str] = set()
         self._cleared: dict[str, float] = {}
+        self._ejected: set[str] = set()
         self.ejections = 0
         """Members ejected so far (for monitoring and tests)."""
         self.probes = 0
@@ -110,6 +114,11 @@ class SilenceDetector:
         median = statistics.median(known) if known else 0.0
         return max(member.latency, median)
 
+    def bound(self, member: Member) -> float:
+        """The silence bound of ``member``, and the time its probe may take:
+        ``SILENCE_FACTOR`` x its typical latency, between ``SILENCE_FLOOR`` and ``SILENCE_CAP``."""
+        return min(SILENCE_CAP, max(SILENCE_FLOOR, SILENCE_FACTOR * self.typical_latency(member)))
+
     def quiet_for(self, member: Member, now: float) -> float:
         """Seconds ``member`` has been silent with attempts waiting on it (0 if none wait)."""
         waiting = member.waiting
@@ -129,15 +138,14 @@ class SilenceDetector:
         for member in members:
             if member.state is MemberState.DOWN or member.url in self._probing:
                 continue
-            bound = max(SILENCE_FLOOR, SILENCE_FACTOR * self.typical_latency(member))
-            if self.quiet_for(member, now) >= bound:
+            if self.quiet_for(member, now) >= self.bound(member):
                 self._probing.add(member.url)
                 self.probes += 1
                 self._group.spawn(self._confirm, member)
 
     def _confirm(self, member: Member) -> None:
         """Probe a quiet ``member``; eject it if it does not answer in time."""
-        timeout = max(PROBE_FLOOR, SILENCE_FACTOR * self.typical_latency(member))
+        timeout = self.bound(member)
         try:
             try:
                 self._probe(member, timeout)
@@ -156,8 +164,7 @@ class SilenceDetector:
                 continue
             if other.url in self._probing and other.waiting:
                 continue
-            bound = max(SILENCE_FLOOR, SILENCE_FACTOR * self.typical_latency(other))
-            if self.quiet_for(other, now) < bound:
+            if self.quiet_for(other, now) < self.bound(other):
                 return True
         return False
 
@@ -167,6 +174,16 @@ class SilenceDetector:
         if not self._others_usable(member):
             log.info("etcd member %s is silent, but no other member is usable: kept", member.url)
             return
+        members = {m.url: m for m in self._cluster.members}
+        self._ejected = {
+            url for url in self._ejected if url in members and members[url].benched()
+        }
+        if len(self._ejected) >= max(1, len(members) // 3):
+            # Another member is ejected already: several silent at once is the cluster (an
+            # election), not one sick member; their requests wait as they would have.
+            log.debug("etcd member %s is silent too; not ejected (max ejections)", member.url)
+            return
+        self._ejected.add(member.url)
         error = MemberSilent(
             f"{member.url} answered nothing for {self.quiet_for(member, _monotonic()):.3f} s "
             f"while requests waited on it, nor a probe in {timeout:.3f} s ({cause.message})",

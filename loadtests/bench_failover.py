@@ -13,6 +13,7 @@ their deadline. Scenarios:
 * kill-leader          : SIGKILL of the leader, which the client is using
 * stop-leader          : SIGSTOP of the leader, which the client is using (hung member)
 * stop-leader-from-follower : SIGSTOP of the leader while the client uses a follower
+* stop-follower-in-use : SIGSTOP of the follower the client is using (outlier detection)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def scenario(
     try:
         client.get("warmup")
         target = leader
-        if name == "kill-follower-in-use":
+        if name in ("kill-follower-in-use", "stop-follower-in-use"):
             use_member(client, followers[0])
             target = followers[0]
         elif name == "stop-leader-from-follower":
@@ -95,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=float, default=6.0)
     parser.add_argument(
         "--scenarios",
-        default="kill-follower-in-use,kill-leader,stop-leader,stop-leader-from-follower",
+        default=(
+            "kill-follower-in-use,stop-follower-in-use,kill-leader,stop-leader,"
+            "stop-leader-from-follower"
+        ),
     )
     parser.add_argument("--hedge", action="store_true")
     args = parser.parse_args(argv)
