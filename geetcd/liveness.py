@@ -77,9 +77,14 @@ class StreamLiveness:
         self._probing: set[str] = set()
         self._probe_ok: dict[str, float] = {}
         self._greenlet: gevent.Greenlet[[], None] | None = None
+        self.probes = 0
+        """Liveness probes sent so far (one per quiet member per ``QUIET_PROBE`` at most)."""
 
     def __repr__(self) -> str:
-        return f"<StreamLiveness streams={len(self._streams)} probing={len(self._probing)}>"
+        return (
+            f"<StreamLiveness streams={len(self._streams)} probing={len(self._probing)} "
+            f"probes={self.probes}>"
+        )
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -119,6 +124,7 @@ class StreamLiveness:
         for url, member in silent.items():
             if url not in self._probing:
                 self._probing.add(url)
+                self.probes += 1
                 self._core.spawn(self._probe, member)
 
     def _probe(self, member: Member) -> None:
