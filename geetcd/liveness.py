@@ -131,6 +131,8 @@ class StreamLiveness:
         try:
             self._core.executor.probe(member, timeout=PROBE_TIMEOUT)
         except EtcdError as exc:
+            if self._core.closed:
+                return  # closing broke the probe: that says nothing of the member
             log.warning("etcd member %s failed the stream liveness probe: %s", member.url, exc)
             self._core.cluster.mark_failed(member, exc)
             self._evacuate(member, exc)
