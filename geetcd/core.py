@@ -17,6 +17,7 @@ import gevent
 import gevent.pool
 
 from geetcd._executor import Executor, check_timeout
+from geetcd.auth import TokenAuth
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
 from geetcd.config import TLS, Retry
 from geetcd.errors import InvalidArgument, InvalidType
@@ -33,7 +34,7 @@ STREAM_KINDS = ("websocket", "http")
 
 __all__ = ["Core"]
 
-log = logging.getLogger("geetcd.client")
+log = logging.getLogger(__name__)
 
 
 class Core:
@@ -109,8 +110,6 @@ class Core:
             hedge_delay=hedge_delay,
         )
         if user is not None or password is not None:
-            from geetcd.auth import TokenAuth
-
             self.executor.auth = TokenAuth(user, password)
         self._closed = False
         self._started = False
@@ -133,6 +132,11 @@ class Core:
         first uses it (every call, watch and lease starts with :meth:`start`, which adopts
         the core: see there)."""
         return os.getpid() != self._pid
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        """The shared cluster state (``cluster``), under the name the clients use for it."""
+        return self.cluster
 
     def start(self) -> None:
         """Start the cluster state's background work (sync, probes) once; idempotent.

@@ -58,12 +58,12 @@ from geetcd.protocol.watch import (
 from geetcd.transport import Stream
 
 if TYPE_CHECKING:
-    from geetcd.core import Core
+    from geetcd.core_api import CoreAPI as Core
     from geetcd.watch_mux import WatchChannel
 
 __all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 
-log = logging.getLogger("geetcd.watch")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 RECONNECT_BACKOFF = ExponentialBackoff(base=0.05, cap=1.0)
 """Pause before a watch stream's next open after repeated failures (HTTP and WebSocket)."""
