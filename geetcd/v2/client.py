@@ -143,9 +143,7 @@ class Client:
         self._setup(core, client, owns=False, quorum=quorum, interval=interval)
         return self
 
-    def _setup(
-        self, core: Core, base: _Base, *, owns: bool, quorum: bool, interval: float
-    ) -> None:
+    def _setup(self, core: Core, base: _Base, *, owns: bool, quorum: bool, interval: float) -> None:
         self._core = core
         self._base = base
         self._owns = owns
