@@ -1,10 +1,11 @@
 """Maintenance calls: status, defragment, hash_kv, alarms, leader transfer and snapshots.
 
 Every call takes the core and runs through its one attempt loop (``core.executor.run``);
-:class:`Maintenance` is the same API as methods on a core (the client is a Maintenance). Calls about
-one member (:func:`status` with ``endpoint``, :func:`defragment`, :func:`hash_kv`,
-:func:`snapshot` with ``endpoint``) are pinned to that member with the loop's
-``endpoint=``: every attempt goes there and only there, never to another member.
+:class:`Maintenance` offers the same calls as methods on a core (the client is a
+Maintenance). Calls about one member (:func:`status` with ``endpoint``,
+:func:`defragment`, :func:`hash_kv`, :func:`snapshot` with ``endpoint``) are pinned to that
+member with the loop's ``endpoint=``: every attempt goes there and only there, never to
+another member.
 :func:`move_leader` pins itself to the current leader. ``endpoint`` must be the URL of a
 member the client knows (``client.endpoints``, learners included); InvalidArgument
 otherwise.
@@ -17,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
@@ -25,7 +26,6 @@ from geetcd._executor import Attempt, check_retry, parse_answer
 from geetcd._grpc import stream_call, unary_call
 from geetcd.cluster import Member
 from geetcd.config import Retry
-from geetcd.core import Core
 from geetcd.errors import (
     ConnectionLost,
     DeadlineExceeded,
@@ -50,6 +50,9 @@ from geetcd.protocol.maintenance import (
     SnapshotDecoder,
     check_member_id,
 )
+
+if TYPE_CHECKING:
+    from geetcd.core import Core
 
 __all__ = [
     "Alarm",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from typing import Any
 
@@ -65,8 +66,6 @@ def _password(args: argparse.Namespace, given: str | None) -> str:
     if given is not None:
         return given
     if sys.stdin.isatty() and args.interactive != "false":
-        import getpass
-
         return getpass.getpass("Password: ")
     return sys.stdin.readline().rstrip("\r\n")
 
