@@ -1,9 +1,12 @@
 """The core every feature stands on: cluster state, transport, the one attempt loop, the
 keyspace, the greenlet group and the close hooks of one client.
 
-:class:`geetcd.Client` is a facade over a :class:`Core`; the watch hub, the lease
-keeper, the v2 client, auth, caches and recipes are built on the core's public attributes,
-never on the facade's insides. Building a core does no network I/O.
+:class:`geetcd.Client` is a facade over a :class:`Core`: the feature groups it composes
+(:mod:`geetcd.feature`: KV, watches, leases, maintenance, membership), auth, the prefix
+cache and the v2 client are built on the core's public attributes, never on the facade's
+insides (the recipes use the client's public API). The core's own components (watch hub,
+keepalive, stream liveness) see it through :class:`geetcd.core_api.CoreAPI` and never import
+this module. Building a core does no network I/O.
 """
 
 from __future__ import annotations

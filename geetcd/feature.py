@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from geetcd.core import Core
+from geetcd.errors import InvalidType
 
 __all__ = ["Feature", "HasCore", "core_of"]
 
@@ -32,7 +33,8 @@ class Feature:
 
     def __init__(self, core: Core) -> None:
         if not isinstance(core, Core):
-            raise TypeError(f"a feature is built on a geetcd.core.Core, got {type(core).__name__}")
+            kind = type(core).__name__
+            raise InvalidType(f"a feature is built on a geetcd.core.Core, got {kind}")
         self._core = core
 
     @property
