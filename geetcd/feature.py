@@ -33,7 +33,7 @@ class Feature:
 
     def __init__(self, core: Core) -> None:
         if not isinstance(core, Core):
-            kind = type(core).__name__
+            kind = type(core).__name__  # type: ignore[unreachable]  # untyped callers
             raise InvalidType(f"a feature is built on a geetcd.core.Core, got {kind}")
         self._core = core
 
