@@ -119,6 +119,7 @@ class Client(KV, Watcher, Leases, Maintenance, Membership):
             transport=transport,
             streams=streams,
         )
+        # KV holds the batchers; the other groups hold nothing but the core, set here too.
         KV.__init__(self, core, batch_reads=batch_reads, batch_writes=batch_writes)
         self._cluster = core.cluster
         self._sessions: SessionPool | None = None

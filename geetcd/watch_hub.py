@@ -533,6 +533,7 @@ class WatchHub:
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
         self.runners: set[Subscriber] = set()
         # Every watch on one WebSocket (Client(streams="websocket"), the default).
+        # Imported here: watch_mux imports this module (a known cycle, test_import_graph.py).
         from geetcd.watch_mux import WatchMux
 
         self.mux = WatchMux(self)
