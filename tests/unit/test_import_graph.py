@@ -190,6 +190,10 @@ def test_the_walk_sees_the_whole_package() -> None:
     assert "geetcd.core" in graph["geetcd.client"]
     # TYPE_CHECKING imports count: v2.watch imports Core only for type hints.
     assert "geetcd.core" in graph["geetcd.v2.watch"]
+    # Recipes and v2 are below the facade; the CLI is above it.
+    assert not _is_above_the_facade("geetcd.recipes.lock")
+    assert not _is_above_the_facade("geetcd.v2.client")
+    assert _is_above_the_facade("geetcd.cli.kv") and not _is_above_the_facade("geetcd.client")
 
 
 def test_the_import_graph_has_no_cycle() -> None:
