@@ -19,8 +19,9 @@ way an application does and that nothing inside the library imports:
 Everything else (the core, the features built on it, ``geetcd.v2`` and ``geetcd.recipes``,
 which type the client by a Protocol, ``geetcd.recipes._api.KVClient``) is below the facade.
 
-Two small cycles are known and listed in :data:`KNOWN_CYCLES`, each in modules that this
-test's author was not to restructure; the test fails on any other cycle, on a known cycle
+Two small cycles are known and listed in :data:`KNOWN_CYCLES`, each between two modules of
+one layer (transport and WebSocket; watch hub and its multiplexer) that were being reworked
+elsewhere when this test was written; the test fails on any other cycle, on a known cycle
 that grew, and on a known cycle that is gone (remove it from the list then).
 """
 
