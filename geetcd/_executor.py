@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import gevent
 
-from geetcd.cluster import ClusterState, Member, Waiting
+from geetcd.cluster import ClusterState, Member, Waiting, normalize_endpoints
 from geetcd.config import Retry, RetryExhausted, check_duration
 from geetcd.errors import (
     AuthRequired,
@@ -42,6 +42,7 @@ from geetcd.errors import (
     ConnectionFailed,
     DeadlineExceeded,
     EtcdError,
+    InvalidArgument,
     InvalidAuthToken,
     InvalidType,
     MalformedResponse,
@@ -72,7 +73,7 @@ __all__ = [
 _PROBE_PAYLOAD = encode_json(LINEARIZABLE_PROBE_BODY)
 
 T = TypeVar("T")
-log = logging.getLogger("geetcd.client")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 
@@ -657,9 +658,6 @@ class Executor:
 
     def _member_at(self, endpoint: object) -> Member:
         """The known member at ``endpoint`` (a URL, normalized as endpoints are)."""
-        from geetcd.cluster import normalize_endpoints
-        from geetcd.errors import InvalidArgument
-
         if not isinstance(endpoint, str):
             raise InvalidType(f"endpoint must be a member URL str, got {type(endpoint).__name__}")
         (url,) = normalize_endpoints(endpoint)

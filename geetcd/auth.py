@@ -38,7 +38,7 @@ from geetcd.protocol.kv import check_bool, parse_header
 
 if TYPE_CHECKING:
     from geetcd._executor import Executor
-    from geetcd.client import Client
+    from geetcd.core_api import CoreAPI
     from geetcd.protocol.codec import Keyspace
 
 __all__ = ["AuthAdmin", "AuthStatus", "Permission", "TokenAuth"]
@@ -320,7 +320,7 @@ def _parse_permission(obj: dict[str, Any], ks: Keyspace) -> Permission:
 
 
 class AuthAdmin:
-    """The auth admin API of a client (``client.auth``): every method is one call to etcd.
+    """The auth admin API on a core (``client.auth``): every method is one call to etcd.
 
     Names are non-empty ``str``; invalid arguments raise InvalidArgument / InvalidType before
     anything is sent. Errors of etcd come as geetcd errors: FailedPrecondition for "user name
@@ -330,13 +330,14 @@ class AuthAdmin:
     reads, enable/disable, grants and password changes are retried like reads.
     """
 
-    __slots__ = ("_client",)
+    __slots__ = ("_core", "_owner")
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(self, core: CoreAPI, owner: object = None) -> None:
+        self._core = core
+        self._owner = core if owner is None else owner  # what the repr names (the client)
 
     def __repr__(self) -> str:
-        return f"<AuthAdmin of {self._client!r}>"
+        return f"<AuthAdmin of {self._owner!r}>"
 
     def _call(
         self,
@@ -346,7 +347,7 @@ class AuthAdmin:
         idempotent: bool,
         timeout: float | None,
     ) -> Any:
-        return self._client.core.call(path, body, parse, idempotent, timeout, None)
+        return self._core.call(path, body, parse, idempotent, timeout, None)
 
     # ------------------------------------------------------------------ auth on/off
     def enable(self, *, timeout: float | None = None) -> Header:
@@ -355,7 +356,7 @@ class AuthAdmin:
         This client authenticates on its next call if it has credentials (other clients that
         saw auth disabled notice after their ``recheck_interval``, see TokenAuth)."""
         header: Header = self._call("/auth/enable", {}, _header, True, timeout)
-        auth = self._client.core.executor.auth
+        auth = self._core.executor.auth
         if isinstance(auth, TokenAuth):
             auth.invalidate(None)
         return header
@@ -401,7 +402,7 @@ class AuthAdmin:
         re-authenticates with the new password from then on."""
         body = {"name": _check_name(name, "name"), "password": _check_name(password, "password")}
         header: Header = self._call("/auth/user/changepw", body, _header, True, timeout)
-        auth = self._client.core.executor.auth
+        auth = self._core.executor.auth
         if isinstance(auth, TokenAuth) and auth.user == name:
             auth.set_password(password)
         return header
@@ -434,7 +435,7 @@ class AuthAdmin:
     def role_get(self, name: str, *, timeout: float | None = None) -> list[Permission]:
         """The permissions of role ``name``, keys relative to this client's namespace."""
         body = {"role": _check_name(name, "name")}
-        ks = self._client.core.ks
+        ks = self._core.ks
 
         def parse(obj: dict[str, Any]) -> list[Permission]:
             perms = obj.get("perm") or []
@@ -466,7 +467,7 @@ class AuthAdmin:
         perm_type = _PERM_TO_WIRE.get(perm) if isinstance(perm, str) else None
         if perm_type is None:
             raise InvalidArgument(f"perm must be 'read', 'write' or 'readwrite', got {perm!r}")
-        wire, end = self._client.core.ks.span(key, range_end, check_bool(prefix, "prefix"))
+        wire, end = self._core.ks.span(key, range_end, check_bool(prefix, "prefix"))
         grant: dict[str, Any] = {"permType": perm_type, "key": b64(wire)}
         if end is not None:
             grant["range_end"] = b64(end)
@@ -485,7 +486,7 @@ class AuthAdmin:
     ) -> Header:
         """Remove the permission of ``role`` on exactly this key / range / prefix (as it was
         granted); FailedPrecondition if the role has no such permission."""
-        wire, end = self._client.core.ks.span(key, range_end, check_bool(prefix, "prefix"))
+        wire, end = self._core.ks.span(key, range_end, check_bool(prefix, "prefix"))
         body: dict[str, Any] = {"role": _check_name(role, "role"), "key": b64(wire)}
         if end is not None:
             body["range_end"] = b64(end)

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_OPS", "ReadBatcher", "WriteBatcher"]
 
-log = logging.getLogger("geetcd.client")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 DEFAULT_MAX_OPS = 128

@@ -15,6 +15,9 @@ then watches it from that revision + 1 and applies every change to a local dict
   ones are logged and retried with backoff.
 
 Keys are the caller's keys (the client's namespace stripped), prefix included.
+
+The cache stands on a :class:`geetcd.kv.KV` (the client is one): it lists through that KV's
+reads and watches through the watch hub of the KV's core.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -41,18 +43,16 @@ from geetcd.errors import (
     WatchCompacted,
     WatchOverflow,
 )
+from geetcd.kv import KV
 from geetcd.models import Event, EventType, KeyValue
 from geetcd.protocol.codec import to_bytes
 from geetcd.protocol.kv import check_int
 from geetcd.protocol.watch import WatchBatch
 from geetcd.watch import DEFAULT_BUFFER, Watch, open_watch
 
-if TYPE_CHECKING:
-    from geetcd.client import Client
-
 __all__ = ["CacheChanges", "PrefixCache"]
 
-log = logging.getLogger("geetcd.cache")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 _BACKOFF = ExponentialBackoff(base=0.1, cap=2.0)
 _FATAL = (AuthError, InvalidArgument, TLSError)
@@ -161,12 +161,13 @@ class PrefixCache:
     ``revision`` is the revision the mirror reflects. ``on_change(event)`` is called in
     the cache's greenlet for every change (after the mirror was updated); an exception
     from it is passed to ``on_error`` or logged with its traceback, and the cache goes on.
-    ``resyncs`` counts the re-lists after a compaction.
+    ``resyncs`` counts the re-lists after a compaction. ``client``: the KV it lists through
+    (a :class:`geetcd.Client`, or any :class:`geetcd.kv.KV`); its core carries the watch.
     """
 
     def __init__(
         self,
-        client: Client,
+        client: KV,
         prefix: str | bytes,
         *,
         on_change: ChangeCallback | None = None,
@@ -208,7 +209,7 @@ class PrefixCache:
         """Start the cache's greenlet (no I/O here). Returns self."""
         if self._greenlet is None:
             self.client.core.on_close(self.close)
-            self._greenlet = self.client.spawn(self._run)
+            self._greenlet = self.client.core.spawn(self._run)
         return self
 
     # ------------------------------------------------------------------ reads (no I/O)
@@ -377,7 +378,7 @@ class PrefixCache:
 
     def _follow(self) -> None:
         watch = open_watch(
-            self.client,
+            self.client.core,
             self.prefix,
             prefix=True,
             start_revision=self.revision + 1,

@@ -52,7 +52,7 @@ from geetcd.transport import parse_endpoint
 
 __all__ = ["ClusterState", "Member", "MemberState", "PickPolicy", "StateChange"]
 
-log = logging.getLogger("geetcd.cluster")
+log = logging.getLogger(__name__)
 
 _monotonic = time.monotonic
 

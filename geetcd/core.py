@@ -1,9 +1,12 @@
 """The core every feature stands on: cluster state, transport, the one attempt loop, the
 keyspace, the greenlet group and the close hooks of one client.
 
-:class:`geetcd.Client` is a facade over a :class:`Core`; the watch hub, the lease
-keeper, the v2 client, auth, caches and recipes are built on the core's public attributes,
-never on the facade's insides. Building a core does no network I/O.
+:class:`geetcd.Client` is a facade over a :class:`Core`: the feature groups it composes
+(:mod:`geetcd.feature`: KV, watches, leases, maintenance, membership), auth, the prefix
+cache and the v2 client are built on the core's public attributes, never on the facade's
+insides (the recipes use the client's public API). The core's own components (watch hub,
+keepalive, stream liveness) see it through :class:`geetcd.core_api.CoreAPI` and never import
+this module. Building a core does no network I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import gevent
 import gevent.pool
 
 from geetcd._executor import Executor, check_timeout
+from geetcd.auth import TokenAuth
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
 from geetcd.config import TLS, Retry
 from geetcd.errors import InvalidArgument, InvalidType
@@ -35,7 +39,7 @@ STREAM_KINDS = ("websocket", "http")
 
 __all__ = ["Core"]
 
-log = logging.getLogger("geetcd.client")
+log = logging.getLogger(__name__)
 
 
 class Core:
@@ -124,8 +128,6 @@ class Core:
         """Outlier detection (:mod:`geetcd.outlier`): reads move off a silent member."""
         self.cluster.on_waiting = self.outliers.ensure_running
         if user is not None or password is not None:
-            from geetcd.auth import TokenAuth
-
             self.executor.auth = TokenAuth(user, password)
         self._closed = False
         self._started = False
@@ -148,6 +150,11 @@ class Core:
         first uses it (every call, watch and lease starts with :meth:`start`, which adopts
         the core: see there)."""
         return os.getpid() != self._pid
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        """The shared cluster state (``cluster``), under the name the clients use for it."""
+        return self.cluster
 
     def start(self) -> None:
         """Start the cluster state's background work (sync, probes) once; idempotent.

@@ -16,6 +16,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+import geetcd
+from geetcd import Compare, EventType, Op
+from geetcd.errors import EtcdError
+from geetcd.testing import EtcdBinaryNotFound, EtcdCluster
+
 __all__ = ["main"]
 
 
@@ -26,9 +31,6 @@ def _show(call: str, result: object) -> None:
 
 def demo(endpoints: list[str]) -> None:
     """Run the walkthrough against ``endpoints``; raises geetcd errors unchanged."""
-    import geetcd
-    from geetcd import Compare, EventType, Op
-
     namespace = f"/geetcd-demo/{secrets.token_hex(3)}/"
     with geetcd.Client(endpoints, namespace=namespace, timeout=5.0) as client:
         print(f">>> client = geetcd.Client({','.join(endpoints)!r}, namespace={namespace!r})")
@@ -82,9 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated URLs of a running etcd (default: start a throwaway one)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    from geetcd.errors import EtcdError
-    from geetcd.testing import EtcdBinaryNotFound, EtcdCluster
-
     cluster = None
     try:
         if args.endpoints:

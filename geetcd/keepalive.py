@@ -1,10 +1,9 @@
 """The keepalive machinery of leases: :class:`KeepAlive`, ONE greenlet per client.
 
-It owns the scheduling and batching of lease refreshes, its counters
-(:class:`KeepAliveStats`) and :func:`keepalive_of`, which returns a client's keepalive
-(built with the client's core, without I/O). :mod:`geetcd.lease` owns the leases themselves
-(``Lease``, ``Session``, grant/revoke/time-to-live) and re-exports every public name of
-this module.
+It owns the scheduling and batching of lease refreshes and its counters
+(:class:`KeepAliveStats`); the core builds it (without I/O) as ``core.keepalive``.
+:mod:`geetcd.lease` owns the leases themselves (``Lease``, ``Session``,
+grant/revoke/time-to-live, ``keepalive_of``) and re-exports every public name of this module.
 
 A kept-alive lease (``lease.keep_alive()``, or inside ``with lease:``) is refreshed by the
 client's keepalive, which batches the refreshes of many leases into few
@@ -51,14 +50,14 @@ from geetcd.errors import (
     InvalidArgument,
     MalformedResponse,
 )
+from geetcd.keepalive_ws import KeepAliveChannels
 from geetcd.protocol import lease as proto
 from geetcd.protocol.errors import error_from_body
 
 if TYPE_CHECKING:
     from geetcd._executor import Attempt
-    from geetcd.client import Client
     from geetcd.cluster import Member
-    from geetcd.core import Core
+    from geetcd.core_api import CoreAPI as Core
     from geetcd.transport import RawResponse
 
 __all__ = [
@@ -70,12 +69,9 @@ __all__ = [
     "KeptSession",
     "LeaseLoss",
     "Schedule",
-    "keepalive_of",
 ]
 
-# The keepalive has always logged as "geetcd.lease"; kept so that logging configuration (and
-# log filters) written for that name still see its messages.
-log = logging.getLogger("geetcd.lease")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 _INF = float("inf")
 
@@ -185,11 +181,6 @@ class KeepAliveStats:
     """leases found gone or unreachable."""
 
 
-def keepalive_of(client: Client) -> KeepAlive:
-    """The keepalive of ``client`` (``client.core.keepalive``, built with the core)."""
-    return client.core.keepalive
-
-
 class KeepAlive:
     """Refreshes every kept-alive lease of one client from one scheduler greenlet.
 
@@ -220,8 +211,6 @@ class KeepAlive:
         self._sessions: dict[int, KeptSession] = {}
         self._closed = False
         # Keepalives on one WebSocket per member (Client(streams="websocket")).
-        from geetcd.keepalive_ws import KeepAliveChannels
-
         self.channels = KeepAliveChannels(core)
         core.on_close(self.close)
 

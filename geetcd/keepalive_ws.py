@@ -36,12 +36,12 @@ from geetcd.protocol import lease as proto
 
 if TYPE_CHECKING:
     from geetcd._executor import Attempt
-    from geetcd.core import Core
+    from geetcd.core_api import CoreAPI as Core
     from geetcd.websocket import WebSocket
 
 __all__ = ["KeepAliveChannel", "KeepAliveChannels"]
 
-log = logging.getLogger("geetcd.lease")
+log = logging.getLogger(__name__)
 
 
 class _Refresh:

@@ -1,11 +1,13 @@
 """Leases: :class:`Lease`, :class:`LeaseLoss`, :class:`Session` and the one-shot lease calls.
 
 A lease is granted with ``client.lease(ttl)`` (:func:`grant`); :func:`revoke`,
-:func:`time_to_live` and :func:`list_leases` back the client's other lease calls. Kept alive
+:func:`time_to_live` and :func:`list_leases` back the other lease calls. All of them take
+the core; :class:`Leases` is the lease API on a core (the client is a Leases). Kept alive
 (``lease.keep_alive()``, or inside ``with lease:``), a lease is refreshed about every TTL/3
-by the client's keepalive greenlet, which lives in :mod:`geetcd.keepalive` (scheduling,
+by the core's keepalive greenlet, which lives in :mod:`geetcd.keepalive` (scheduling,
 batching, retries; see there). Its public names (``KeepAlive``, ``KeepAliveStats``,
-``keepalive_of``, ``DEFAULT_BATCH_SIZE``, ``DEFAULT_MAX_CONCURRENCY``) are re-exported here.
+``DEFAULT_BATCH_SIZE``, ``DEFAULT_MAX_CONCURRENCY``) are re-exported here;
+:func:`keepalive_of` returns it.
 
 A lease is **lost** (``lease.lost`` set, callbacks run, no more refreshes) as soon as it is
 known to be gone; :class:`LeaseLoss` says why.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent.event
 
+from geetcd.core import Core
 from geetcd.errors import (
     EtcdError,
     InvalidArgument,
@@ -31,6 +34,7 @@ from geetcd.errors import (
     MalformedResponse,
     OutcomeUnknown,
 )
+from geetcd.feature import Feature, HasCore, core_of
 from geetcd.keepalive import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -38,7 +42,6 @@ from geetcd.keepalive import (
     KeepAliveStats,
     LeaseLoss,
     Schedule,
-    keepalive_of,
 )
 from geetcd.models import LeaseInfo
 from geetcd.protocol import lease as proto
@@ -47,7 +50,6 @@ from geetcd.txn import lease_id as _lease_id
 
 if TYPE_CHECKING:
     from geetcd._executor import Executor
-    from geetcd.client import Client
     from geetcd.cluster import Member
     from geetcd.config import Retry
     from geetcd.transport import RawResponse
@@ -59,6 +61,7 @@ __all__ = [
     "KeepAliveStats",
     "Lease",
     "LeaseLoss",
+    "Leases",
     "Session",
     "grant",
     "keepalive_of",
@@ -67,7 +70,7 @@ __all__ = [
     "time_to_live",
 ]
 
-log = logging.getLogger("geetcd.lease")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 
@@ -89,7 +92,7 @@ class Lease:
     __slots__ = (
         "__weakref__",
         "_callbacks",
-        "_client",
+        "_core",
         "id",
         "lost",
         "lost_reason",
@@ -97,8 +100,8 @@ class Lease:
         "ttl",
     )
 
-    def __init__(self, client: Client, lease_id: int, ttl: int, sent_at: float) -> None:
-        self._client = client
+    def __init__(self, core: Core, lease_id: int, ttl: int, sent_at: float) -> None:
+        self._core = core
         self.id = lease_id
         self.ttl = ttl
         self.lost = gevent.event.Event()
@@ -139,7 +142,7 @@ class Lease:
         if not callable(callback):
             raise InvalidArgument(f"on_lost needs a callable, got {callback!r}")
         if self.lost_reason is not None:
-            self._client.spawn(_run_callbacks, self, [callback])
+            self._core.spawn(_run_callbacks, self, [callback])
             return
         self._callbacks.append(callback)
 
@@ -153,12 +156,12 @@ class Lease:
         """
         if self.lost_reason is not None:
             raise LeaseNotFound(f"lease {self.id} is lost ({self.lost_reason.value})")
-        self._client.core.keepalive.add(self)
+        self._core.keepalive.add(self)
         return self
 
     def stop_keep_alive(self) -> None:
         """Stop refreshing this lease (it then expires after its TTL). No I/O; idempotent."""
-        self._client.core.keepalive.discard(self)
+        self._core.keepalive.discard(self)
 
     # ------------------------------------------------------------------ calls
     def refresh(self, *, timeout: float | None = None) -> int:
@@ -167,8 +170,7 @@ class Lease:
         Retried on any member until ``timeout``. Raises LeaseNotFound (and sets ``lost``)
         if the lease no longer exists.
         """
-        client = self._client
-        executor = client.core.executor
+        executor = self._core.executor
         deadline = executor.deadline(timeout)
         body = proto.keepalive_body((self.id,))
         sent_at = _monotonic()
@@ -204,7 +206,7 @@ class Lease:
         """The lease's remaining TTL as etcd sees it (``ttl`` -1 when it does not exist, which
         also sets ``lost``), its granted TTL, and with ``keys`` the attached keys."""
         sent_at = _monotonic()
-        info = time_to_live(self._client, self.id, keys, timeout)
+        info = time_to_live(self._core, self.id, keys, timeout)
         if info.ttl < 0:
             self.keepalive_lost(LeaseLoss.EXPIRED)
         elif info.ttl > 0:
@@ -220,7 +222,7 @@ class Lease:
         """
         self.stop_keep_alive()
         try:
-            revoke(self._client, self.id, timeout)
+            revoke(self._core, self.id, timeout)
         except LeaseNotFound:
             self.keepalive_lost(LeaseLoss.EXPIRED)
             raise
@@ -255,7 +257,7 @@ class Lease:
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        self._client.core.keepalive.discard(self)
+        self._core.keepalive.discard(self)
         if reason is not LeaseLoss.REVOKED:
             log.info("lease %d lost: %s", self.id, reason.value)
         self.lost.set()
@@ -264,7 +266,7 @@ class Lease:
             if inline:
                 _run_callbacks(self, callbacks)
             else:
-                self._client.spawn(_run_callbacks, self, callbacks)
+                self._core.spawn(_run_callbacks, self, callbacks)
 
 
 def _run_callbacks(lease: Lease, callbacks: list[Callable[[Lease], None]]) -> None:
@@ -275,6 +277,12 @@ def _run_callbacks(lease: Lease, callbacks: list[Callable[[Lease], None]]) -> No
             log.exception("on_lost callback %r of lease %d raised", callback, lease.id)
 
 
+def keepalive_of(owner: Core | HasCore) -> KeepAlive:
+    """The keepalive of a core, or of the client (or feature) standing on one
+    (``client.core.keepalive``, built with the core)."""
+    return core_of(owner).keepalive
+
+
 # ---------------------------------------------------------------------- one-shot calls
 def _revalidated(lease: object) -> int:
     value = _lease_id(lease)
@@ -282,7 +290,7 @@ def _revalidated(lease: object) -> int:
 
 
 def grant(
-    client: Client,
+    core: Core,
     ttl: int,
     lease_id: int | None = None,
     *,
@@ -304,19 +312,19 @@ def grant(
         lease_id = proto.check_lease_id(lease_id)
     if not isinstance(keepalive, bool):
         raise InvalidArgument(f"keepalive must be a bool, got {keepalive!r}")
-    executor = client.core.executor
+    executor = core.executor
     deadline = executor.deadline(timeout)
     body = proto.grant_body(ttl, lease_id)
     sent_at = _monotonic()
     try:
-        _header, granted_id, granted_ttl = client.core.call(
+        _header, granted_id, granted_ttl = core.call(
             proto.GRANT, body, proto.parse_grant, False, timeout, retry
         )
     except OutcomeUnknown as unknown:
         if lease_id is None:
             raise
-        granted_id, granted_ttl, sent_at = _resolve_grant(client, body, lease_id, deadline, unknown)
-    lease = Lease(client, granted_id, granted_ttl, sent_at)
+        granted_id, granted_ttl, sent_at = _resolve_grant(core, body, lease_id, deadline, unknown)
+    lease = Lease(core, granted_id, granted_ttl, sent_at)
     if keepalive:
         lease.keep_alive()
     return lease
@@ -335,9 +343,13 @@ def _remaining(executor: Executor, lease_id: int, deadline: float) -> LeaseInfo:
 
 
 def _resolve_grant(
-    client: Client, body: dict[str, Any], lease_id: int, deadline: float, unknown: OutcomeUnknown
+    owner: Core | HasCore,
+    body: dict[str, Any],
+    lease_id: int,
+    deadline: float,
+    unknown: OutcomeUnknown,
 ) -> tuple[int, int, float]:
-    executor = client.core.executor
+    executor = core_of(owner).executor
     while True:
         if _monotonic() >= deadline:
             raise unknown
@@ -364,7 +376,7 @@ def _resolve_grant(
 
 
 def revoke(
-    client: Client, lease: object, timeout: float | None = None, retry: Retry | None = None
+    core: Core, lease: object, timeout: float | None = None, retry: Retry | None = None
 ) -> None:
     """Revoke a lease (an id or a Lease); its attached keys are deleted.
 
@@ -373,15 +385,15 @@ def revoke(
     this client with that id stops being kept alive and its ``lost`` is set (REVOKED).
     """
     lease_id = _revalidated(lease)
-    keeper = client.core.keepalive
+    keeper = core.keepalive
     kept = keeper.get(lease_id)
     if kept is not None:
         keeper.discard(kept)
-    executor = client.core.executor
+    executor = core.executor
     deadline = executor.deadline(timeout)
     body = proto.lease_body(lease_id)
     try:
-        client.core.call(proto.REVOKE, body, _ignore, False, timeout, retry)
+        core.call(proto.REVOKE, body, _ignore, False, timeout, retry)
     except LeaseNotFound:
         if kept is not None:
             kept.keepalive_lost(LeaseLoss.EXPIRED)
@@ -409,7 +421,7 @@ def _ignore(obj: dict[str, Any]) -> None:
 
 
 def time_to_live(
-    client: Client,
+    core: Core,
     lease: object,
     keys: bool = False,
     timeout: float | None = None,
@@ -423,22 +435,20 @@ def time_to_live(
     lease_id = _revalidated(lease)
     if not isinstance(keys, bool):
         raise InvalidArgument(f"keys must be a bool, got {keys!r}")
-    ks = client.core.ks
+    ks = core.ks
 
     def parse(obj: dict[str, Any]) -> LeaseInfo:
         return proto.parse_time_to_live(obj, ks)
 
-    info: LeaseInfo = client.core.call(
+    info: LeaseInfo = core.call(
         proto.TIME_TO_LIVE, proto.time_to_live_body(lease_id, keys), parse, True, timeout, retry
     )
     return info
 
 
-def list_leases(
-    client: Client, timeout: float | None = None, retry: Retry | None = None
-) -> list[int]:
+def list_leases(core: Core, timeout: float | None = None, retry: Retry | None = None) -> list[int]:
     """The IDs of every lease in the cluster (any order). Retried on any member."""
-    ids: list[int] = client.core.call(proto.LEASES, {}, proto.parse_leases, True, timeout, retry)
+    ids: list[int] = core.call(proto.LEASES, {}, proto.parse_leases, True, timeout, retry)
     return ids
 
 
@@ -459,7 +469,7 @@ class Session:
         self.lease = lease
         self._closed = False
         lease.keep_alive()
-        lease._client.core.keepalive.add_session(self)
+        lease._core.keepalive.add_session(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -503,7 +513,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        self.lease._client.core.keepalive.remove_session(self)
+        self.lease._core.keepalive.remove_session(self)
         lease = self.lease
         lease.stop_keep_alive()
         if lease.lost_reason is not None:
@@ -520,3 +530,58 @@ class Session:
                 exc,
             )
             lease.keepalive_lost(LeaseLoss.CLOSED)
+
+
+# ---------------------------------------------------------------------- the feature group
+class Leases(Feature):
+    """The lease API on a core (Go's ``clientv3.NewLease``): :meth:`lease`, :meth:`session`,
+    :meth:`leases`, :meth:`revoke_lease`, :meth:`lease_time_to_live`. :class:`geetcd.Client`
+    is a Leases; ``Leases(core)`` works on its own. Building it does no I/O."""
+
+    def lease(
+        self,
+        ttl: int,
+        *,
+        id: int | None = None,
+        keepalive: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Lease:
+        """Grant a lease of ``ttl`` seconds (int >= 1; etcd raises it to its 2 s minimum) and
+        return it as a :class:`geetcd.Lease` (kept alive at once if ``keepalive``).
+
+        InvalidArgument before sending for a bad ttl; LeaseTTLTooLarge (over ~9e9 s) and
+        LeaseExists (``id`` taken) come from etcd. Not idempotent: OutcomeUnknown if the
+        answer is lost, except with an explicit ``id`` (then the lease's existence is
+        checked and the grant resent if needed; see geetcd.lease.grant).
+        """
+        return grant(self._core, ttl, id, keepalive=keepalive, timeout=timeout, retry=retry)
+
+    def session(
+        self, ttl: int = 10, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> Session:
+        """A :class:`geetcd.Session`: a lease of ``ttl`` seconds kept alive until
+        ``session.close()`` or :meth:`close` (then revoked, best effort)."""
+        return Session(grant(self._core, ttl, timeout=timeout, retry=retry))
+
+    def leases(self, *, timeout: float | None = None, retry: Retry | None = None) -> list[int]:
+        """The IDs of every lease in the cluster (any order)."""
+        return list_leases(self._core, timeout, retry)
+
+    def revoke_lease(
+        self, lease: object, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> None:
+        """Revoke a lease (an id or a Lease): its keys are deleted. LeaseNotFound if unknown."""
+        revoke(self._core, lease, timeout, retry)
+
+    def lease_time_to_live(
+        self,
+        lease: object,
+        keys: bool = False,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> LeaseInfo:
+        """``LeaseInfo(id, ttl, granted_ttl, keys)`` of a lease (an id or a Lease); ``ttl``
+        is -1 when it does not exist (not an error)."""
+        return time_to_live(self._core, lease, keys, timeout, retry)

@@ -25,46 +25,31 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import gevent
 
 from geetcd.cluster import Member, MemberState
+from geetcd.core_api import LiveStream
 from geetcd.errors import ConnectionLost, EtcdError
 
 if TYPE_CHECKING:
-    from geetcd.core import Core
+    from geetcd.core_api import CoreAPI as Core
 
-__all__ = ["LiveStream", "StreamLiveness"]
+__all__ = ["DEFAULT_LIVENESS", "LiveStream", "StreamLiveness"]
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
+#: Seconds a stream may stay silent before its member is probed (``liveness=`` per watch;
+#: re-exported by :mod:`geetcd.watch`).
+DEFAULT_LIVENESS = 5.0
 PROBE_TIMEOUT = 1.0
 """Seconds a liveness probe may take."""
 QUIET_PROBE = 0.5
 """A member whose streams were all silent this long (or their liveness, if shorter) is probed."""
 CHECK_PERIOD = 0.25
 """Longest pause between two supervisor passes."""
-
-
-class LiveStream(Protocol):
-    """What the supervisor needs from a registered stream."""
-
-    @property
-    def member(self) -> Member | None:
-        """The member the stream is connected to (None: not connected)."""
-
-    @property
-    def liveness(self) -> float:
-        """Seconds of silence after which the member is probed."""
-
-    @property
-    def last_activity(self) -> float:
-        """Monotonic time of the last bytes received."""
-
-    def abort_connection(self, reason: BaseException) -> None:
-        """Drop the connection (from the supervisor); the owner resumes elsewhere."""
 
 
 class StreamLiveness:

@@ -69,7 +69,7 @@ __all__ = [
     "stamp_value",
 ]
 
-log = logging.getLogger("geetcd.locust")
+log = logging.getLogger(__name__)
 
 WATCH = "watch"
 """The request type of reported watch deliveries."""

@@ -1,9 +1,11 @@
 """Maintenance calls: status, defragment, hash_kv, alarms, leader transfer and snapshots.
 
-Every call runs through the client's one attempt loop (``core.executor.run``). Calls about
-one member (:func:`status` with ``endpoint``, :func:`defragment`, :func:`hash_kv`,
-:func:`snapshot` with ``endpoint``) are pinned to that member with the loop's
-``endpoint=``: every attempt goes there and only there, never to another member.
+Every call takes the core and runs through its one attempt loop (``core.executor.run``);
+:class:`Maintenance` offers the same calls as methods on a core (the client is a
+Maintenance). Calls about one member (:func:`status` with ``endpoint``,
+:func:`defragment`, :func:`hash_kv`, :func:`snapshot` with ``endpoint``) are pinned to that
+member with the loop's ``endpoint=``: every attempt goes there and only there, never to
+another member.
 :func:`move_leader` pins itself to the current leader. ``endpoint`` must be the URL of a
 member the client knows (``client.endpoints``, learners included); InvalidArgument
 otherwise.
@@ -21,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import gevent
 
 from geetcd._executor import Attempt, check_retry
+from geetcd._grpc import stream_call, unary_call
 from geetcd.cluster import Member
 from geetcd.config import Retry
 from geetcd.errors import (
@@ -33,6 +36,7 @@ from geetcd.errors import (
     ResponseTimeout,
     UnsupportedServer,
 )
+from geetcd.feature import Feature
 from geetcd.models import Status
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol import maintenance as proto
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Alarm",
+    "Maintenance",
     "SnapshotInfo",
     "alarm_disarm",
     "alarm_list",
@@ -62,7 +67,7 @@ __all__ = [
     "unary",
 ]
 
-log = logging.getLogger("geetcd.maintenance")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 _monotonic = time.monotonic
 
@@ -171,8 +176,6 @@ def hash_kv(
     CompactedRevision / FutureRevision for a revision outside what the member keeps. The
     attempt may take until the call's deadline (hashing a large keyspace takes a while).
     """
-    from geetcd._grpc import unary_call
-
     if endpoint is None:
         raise InvalidArgument("hash_kv needs endpoint=, the URL of one member")
     if isinstance(revision, bool) or not isinstance(revision, int):
@@ -497,8 +500,6 @@ def _grpc_stream_into(
     idle: float,
     progress: Callable[[int, int], object] | None,
 ) -> SnapshotDecoder:
-    from geetcd._grpc import stream_call
-
     member = attempt.member
     decoder = SnapshotDecoder(member.url)
     messages = stream_call(
@@ -590,3 +591,76 @@ def _stream_into(
         return decoder
     finally:
         stream.close()
+
+
+class Maintenance(Feature):
+    """The maintenance API on a core (Go's ``clientv3.NewMaintenance``): :meth:`status`,
+    :meth:`defragment`, :meth:`hash_kv`, :meth:`alarm_list`, :meth:`alarm_disarm`,
+    :meth:`move_leader`, :meth:`snapshot`. :class:`geetcd.Client` is a Maintenance;
+    ``Maintenance(core)`` works on its own. Building it does no I/O."""
+
+    def status(
+        self,
+        endpoint: str | None = None,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Status:
+        """The status of the member at ``endpoint`` (a URL of a known member: only that one
+        is asked, no failover), or of whichever member the client picks when None (its id is
+        ``header.member_id``)."""
+        return status(self._core, endpoint, timeout=timeout, retry=retry)
+
+    def defragment(self, endpoint: str, *, timeout: float | None = None) -> None:
+        """Defragment the member at ``endpoint`` only (see geetcd.maintenance.defragment)."""
+        defragment(self._core, endpoint, timeout=timeout)
+
+    def hash_kv(
+        self,
+        endpoint: str,
+        revision: int = 0,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> HashKV:
+        """The HashKV of the member at ``endpoint`` only, at ``revision`` (0: current):
+        ``.hash`` and ``.compact_revision`` (see geetcd.maintenance.hash_kv)."""
+        return hash_kv(self._core, endpoint, revision, timeout=timeout, retry=retry)
+
+    def alarm_list(
+        self, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> tuple[Alarm, ...]:
+        """The active alarms (``Alarm(member_id, alarm)``), empty when none."""
+        return alarm_list(self._core, timeout=timeout, retry=retry)
+
+    def alarm_disarm(
+        self,
+        member_id: int | None = None,
+        alarm: str | None = None,
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> tuple[Alarm, ...]:
+        """Deactivate the matching active alarms (all of them with no arguments); returns
+        those deactivated (see geetcd.maintenance.alarm_disarm)."""
+        return alarm_disarm(self._core, member_id, alarm, timeout=timeout, retry=retry)
+
+    def move_leader(
+        self, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> None:
+        """Make ``member_id`` the leader; sent to the current leader only. Not idempotent."""
+        move_leader(self._core, member_id, timeout=timeout, retry=retry)
+
+    def snapshot(
+        self,
+        path_or_file: str | os.PathLike[str] | IO[bytes],
+        *,
+        endpoint: str | None = None,
+        progress: Callable[[int, int], object] | None = None,
+        timeout: float | None = None,
+    ) -> SnapshotInfo:
+        """Stream a verified snapshot (sha256 trailer kept) into a path (via ``.part``,
+        fsync, rename) or a binary file; see geetcd.maintenance.snapshot."""
+        return snapshot(
+            self._core, path_or_file, endpoint=endpoint, progress=progress, timeout=timeout
+        )

@@ -1,6 +1,6 @@
 """Cluster membership changes, named after Go clientv3's: add, remove, update, promote.
 
-Every call runs once through the client's attempt loop as a non-idempotent request that
+Every call takes the core and runs once through its attempt loop as a non-idempotent request that
 waits for its answer until the call's deadline (``timeout``, the client's by default), not
 just the client's ``attempt_timeout``: a lost answer raises
 :class:`~geetcd.errors.OutcomeUnknown` (list the members to find out), and the call is only
@@ -15,30 +15,33 @@ After each change the member list in etcd's answer is applied to the client's cl
 (:meth:`geetcd.cluster.ClusterState.apply_member_list`): a removed member drops out at once,
 learners are known as learners (never picked for client traffic) and a promoted learner
 becomes pickable.
+
+:class:`Membership` is this API, with ``member_list``, as methods on a core (Go's
+``clientv3.NewCluster``; the client is a Membership).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from geetcd.cluster import Member
 from geetcd.config import Retry
+from geetcd.core import Core
 from geetcd.errors import EtcdError, InvalidType, ServerError
+from geetcd.feature import Feature
 from geetcd.maintenance import unary
 from geetcd.models import MemberList
 from geetcd.protocol import cluster as cluster_proto
 from geetcd.protocol import maintenance as proto
 from geetcd.protocol.maintenance import MemberAddResponse, check_member_id, check_peer_urls
 
-if TYPE_CHECKING:
-    from geetcd.core import Core
-
-log = logging.getLogger("geetcd.membership")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MemberAddResponse",
+    "Membership",
     "UnhealthyCluster",
     "member_add",
     "member_promote",
@@ -182,3 +185,55 @@ def member_promote(
     """Promote the learner ``member_id`` to a voting member; returns the members.
     FailedPrecondition while the learner is not yet in sync with the leader (retry later)."""
     return _change(core, proto.MEMBER_PROMOTE, member_id, None, timeout=timeout, retry=retry)
+
+
+class Membership(Feature):
+    """The membership API on a core (Go's ``clientv3.NewCluster``): :meth:`member_list`,
+    :meth:`member_add`, :meth:`member_remove`, :meth:`member_update`, :meth:`member_promote`.
+    :class:`geetcd.Client` is a Membership; ``Membership(core)`` works on its own. Building
+    it does no I/O."""
+
+    def member_list(
+        self, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> MemberList:
+        """The cluster's members as the answering member knows them."""
+        result: MemberList = self._core.call(
+            cluster_proto.MEMBER_LIST, {}, cluster_proto.parse_member_list, True, timeout, retry
+        )
+        return result
+
+    def member_add(
+        self,
+        peer_urls: str | Sequence[str],
+        *,
+        learner: bool = False,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> MemberAddResponse:
+        """Add a member (a learner if ``learner``): ``.member`` is the new one, ``.members``
+        the list. Not idempotent (OutcomeUnknown on a lost answer); UnhealthyCluster,
+        FailedPrecondition... are refusals. See :mod:`geetcd.membership`."""
+        return member_add(self._core, peer_urls, learner=learner, timeout=timeout, retry=retry)
+
+    def member_remove(
+        self, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> MemberList:
+        """Remove a member; returns the members left (see :mod:`geetcd.membership`)."""
+        return member_remove(self._core, member_id, timeout=timeout, retry=retry)
+
+    def member_update(
+        self,
+        member_id: int,
+        peer_urls: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> MemberList:
+        """Set a member's peer URLs; returns the members (see :mod:`geetcd.membership`)."""
+        return member_update(self._core, member_id, peer_urls, timeout=timeout, retry=retry)
+
+    def member_promote(
+        self, member_id: int, *, timeout: float | None = None, retry: Retry | None = None
+    ) -> MemberList:
+        """Promote a learner to a voting member (see :mod:`geetcd.membership`)."""
+        return member_promote(self._core, member_id, timeout=timeout, retry=retry)

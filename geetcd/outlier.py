@@ -175,9 +175,7 @@ class SilenceDetector:
             log.info("etcd member %s is silent, but no other member is usable: kept", member.url)
             return
         members = {m.url: m for m in self._cluster.members}
-        self._ejected = {
-            url for url in self._ejected if url in members and members[url].benched()
-        }
+        self._ejected = {url for url in self._ejected if url in members and members[url].benched()}
         if len(self._ejected) >= max(1, len(members) // 3):
             # Another member is ejected already: several silent at once is the cluster (an
             # election), not one sick member; their requests wait as they would have.

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from geetcd.errors import InvalidType
+from geetcd.errors import InvalidType, TooManyOperations
 from geetcd.protocol.codec import Keyspace, b64, to_bytes
 from geetcd.protocol.kv import (
     RangeOptions,
@@ -283,8 +283,6 @@ def check_txn(
             if not isinstance(op, (OpGet, OpPut, OpDelete, OpTxn)):
                 raise InvalidType(f"txn {name} items must come from geetcd.Op, got {op!r}")
     if max(len(success), len(failure)) > MAX_TXN_OPS:
-        from geetcd.errors import TooManyOperations
-
         raise TooManyOperations(f"a txn branch may hold at most {MAX_TXN_OPS} operations")
     return tuple(compare), tuple(success), tuple(failure)
 

@@ -1,4 +1,5 @@
-"""Watches: the :class:`Watch` handle a caller holds, and the functions behind ``client.watch``.
+"""Watches: the :class:`Watch` handle a caller holds, and :class:`Watcher`, the watch API on
+a core (``client.watch`` is ``Watcher.watch``: the client is a Watcher).
 
 A watch is a subscription to a server stream run by the client's
 :class:`~geetcd.watch_hub.WatchHub`. Guarantees:
@@ -24,14 +25,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import gevent
 from gevent.hub import Waiter
 
 from geetcd._executor import check_timeout
 from geetcd.config import check_duration
+from geetcd.core import Core
 from geetcd.errors import (
     ClientClosed,
     DeadlineExceeded,
@@ -41,13 +43,12 @@ from geetcd.errors import (
     WatchError,
     WatchOverflow,
 )
+from geetcd.feature import Feature, HasCore, core_of
+from geetcd.liveness import DEFAULT_LIVENESS
 from geetcd.models import Event
 from geetcd.protocol.kv import check_bool, check_int
 from geetcd.protocol.watch import WatchBatch, WatchFilter, normalize_filters
 from geetcd.watch_hub import ServerStream, WatchHub, WatchSpec
-
-if TYPE_CHECKING:
-    from geetcd.client import Client
 
 __all__ = [
     "DEFAULT_BUFFER",
@@ -55,16 +56,15 @@ __all__ = [
     "Watch",
     "WatchBatch",
     "WatchFilter",
+    "Watcher",
     "hub_for",
     "open_watch",
     "watch_once",
 ]
 
-log = logging.getLogger("geetcd.watch")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
-#: Seconds a stream may stay silent before its member is probed (``liveness=`` per watch).
-DEFAULT_LIVENESS = 5.0
 #: Events a subscriber may hold undelivered before it gets WatchOverflow.
 DEFAULT_BUFFER = 10_000
 # An inline callback slower than this (seconds) on a shared stream gets its own greenlet.
@@ -78,9 +78,10 @@ _NO_BATCHES: deque[WatchBatch] = deque()
 """The shared empty buffer of callback watches that never buffered (never appended to)."""
 
 
-def hub_for(client: Client) -> WatchHub:
-    """The client's watch hub (``client.core.watch_hub``; closed by ``client.close()``)."""
-    return client.core.watch_hub
+def hub_for(owner: Core | HasCore) -> WatchHub:
+    """The watch hub of a core, or of the client (or feature) standing on one
+    (``client.core.watch_hub``; closed by ``client.close()``)."""
+    return core_of(owner).watch_hub
 
 
 class Watch:
@@ -568,7 +569,7 @@ class Watch:
 
 
 def open_watch(
-    client: Client,
+    core: Core,
     key: str | bytes,
     *,
     prefix: bool = False,
@@ -583,10 +584,11 @@ def open_watch(
     liveness: float | None = None,
     timeout: float | None = None,
 ) -> Watch:
-    """Create a watch and wait until the server acknowledged it. See ``Client.watch``."""
-    if client.closed:
+    """Create a watch on ``core`` and wait until the server acknowledged it. See
+    :meth:`Watcher.watch`."""
+    if core.closed:
         raise ClientClosed()
-    ks = client.core.ks
+    ks = core.ks
     wire, end = ks.span(key, range_end, check_bool(prefix, "prefix"))
     if start_revision is not None and check_int(start_revision, "start_revision", minimum=0) == 0:
         start_revision = None  # 0 is etcd's "from now", the same as no start revision
@@ -603,8 +605,8 @@ def open_watch(
         raise InvalidArgument(f"callback must be callable, got {callback!r}")
     if on_error is not None and not callable(on_error):
         raise InvalidArgument(f"on_error must be callable, got {on_error!r}")
-    deadline = client.core.executor.deadline(timeout)
-    hub = hub_for(client)
+    deadline = core.executor.deadline(timeout)
+    hub = core.watch_hub
     watch = Watch(
         hub,
         ks.unkey(wire),
@@ -626,7 +628,7 @@ def open_watch(
         ) from stream.last_error
     if not stream.ever_created:
         watch.cancel()
-        if client.closed:
+        if core.closed:
             raise WatchCanceled("the client was closed", reason="client closed")
         error = stream.error or stream.last_error
         if isinstance(error, EtcdError):
@@ -636,13 +638,98 @@ def open_watch(
 
 
 def watch_once(
-    client: Client, key: str | bytes, *, timeout: float | None = None, **options: object
+    core: Core, key: str | bytes, *, timeout: float | None = None, **options: object
 ) -> Event:
-    """The next event of ``key``; DeadlineExceeded if none within ``timeout`` (creation
-    included; None: the client's timeout)."""
-    deadline = client.core.executor.deadline(timeout)
-    watch = open_watch(client, key, timeout=timeout, **options)  # type: ignore[arg-type]
+    """The next event of ``key`` on ``core``; DeadlineExceeded if none within ``timeout``
+    (creation included; None: the client's timeout)."""
+    deadline = core.executor.deadline(timeout)
+    watch = open_watch(core, key, timeout=timeout, **options)  # type: ignore[arg-type]
     try:
         return watch.next_event(timeout=max(0.0, deadline - _monotonic()))
     finally:
         watch.cancel()
+
+
+class Watcher(Feature):
+    """The watch API on a core (Go's ``clientv3.NewWatcher``): :meth:`watch`,
+    :meth:`watch_prefix`, :meth:`watch_once`. :class:`geetcd.Client` is a Watcher;
+    ``Watcher(core)`` works on its own. Building it does no I/O."""
+
+    def watch(
+        self,
+        key: str | bytes,
+        *,
+        prefix: bool = False,
+        range_end: str | bytes | None = None,
+        start_revision: int | None = None,
+        prev_kv: bool = False,
+        filters: Sequence[str | WatchFilter] | str | WatchFilter = (),
+        progress_notify: bool = False,
+        callback: Callable[[Event], object] | None = None,
+        on_error: Callable[[BaseException], object] | None = None,
+        buffer: int = 10_000,
+        liveness: float | None = None,
+        timeout: float | None = None,
+    ) -> Watch:
+        """Watch ``key`` (or a range / prefix) and return a :class:`geetcd.watch.Watch`.
+
+        Returns once etcd acknowledged the watch: every change committed after this returns
+        is delivered, in order, exactly once, also across member failures (resumed on
+        another member from the last delivered revision + 1). ``start_revision`` replays
+        history from that revision (WatchCompacted if compacted). ``filters``: ``"noput"``
+        / ``"nodelete"``. ``progress_notify``: etcd's periodic progress messages (empty
+        batches in ``watch.responses()``). ``callback(event)`` runs in a greenlet owned by
+        the client; its exceptions and watch errors go to ``on_error(exc)`` (else logged
+        with traceback) and to ``watch.error``. ``buffer``: events a slow consumer may lag
+        before WatchOverflow. ``liveness``: seconds of silence before the member is probed
+        (default geetcd.watch.DEFAULT_LIVENESS, 5 s). Identical watches without
+        ``start_revision`` share one server stream. Raises DeadlineExceeded if not
+        acknowledged within ``timeout`` (default: the client's), or the server's refusal
+        (PermissionDenied, InvalidArgument...).
+        """
+        return open_watch(
+            self._core,
+            key,
+            prefix=prefix,
+            range_end=range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+            progress_notify=progress_notify,
+            callback=callback,
+            on_error=on_error,
+            buffer=buffer,
+            liveness=liveness,
+            timeout=timeout,
+        )
+
+    def watch_prefix(self, prefix: str | bytes, **options: Any) -> Watch:
+        """Watch every key starting with ``prefix`` (same options as :meth:`watch`)."""
+        return self.watch(prefix, prefix=True, **options)
+
+    def watch_once(
+        self,
+        key: str | bytes,
+        *,
+        timeout: float | None = None,
+        prefix: bool = False,
+        range_end: str | bytes | None = None,
+        start_revision: int | None = None,
+        prev_kv: bool = False,
+        filters: Sequence[str | WatchFilter] | str | WatchFilter = (),
+    ) -> Event:
+        """The next change of ``key`` (or range / prefix), as a :class:`geetcd.Event`.
+
+        Raises DeadlineExceeded if none comes within ``timeout`` seconds (watch creation
+        included; default: the client's timeout). The watch is canceled before returning.
+        """
+        return watch_once(
+            self._core,
+            key,
+            timeout=timeout,
+            prefix=prefix,
+            range_end=range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+        )

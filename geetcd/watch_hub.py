@@ -55,12 +55,12 @@ from geetcd.supervisor import inherited_stream_error, supervise
 from geetcd.transport import Stream
 
 if TYPE_CHECKING:
-    from geetcd.core import Core
+    from geetcd.core_api import CoreAPI as Core
     from geetcd.watch_mux import WatchChannel
 
 __all__ = ["ServerStream", "Subscriber", "WatchHub", "WatchSpec"]
 
-log = logging.getLogger("geetcd.watch")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 # A callback watch's greenlet ends after this many idle seconds (restarted by the next event).
 _RUNNER_LINGER = 1.0
@@ -498,6 +498,7 @@ class WatchHub:
         # Callback watches whose callback greenlet is alive (ended after _RUNNER_LINGER idle).
         self.runners: set[Subscriber] = set()
         # Every watch on one WebSocket (Client(streams="websocket"), the default).
+        # Imported here: watch_mux imports this module (a known cycle, test_import_graph.py).
         from geetcd.watch_mux import WatchMux
 
         self.mux = WatchMux(self)

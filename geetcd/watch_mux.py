@@ -62,6 +62,7 @@ from geetcd.errors import (
     WatchError,
     WebSocketRefused,
 )
+from geetcd.liveness import DEFAULT_LIVENESS
 from geetcd.models import Event, WatchResponse
 from geetcd.protocol.codec import encode_json
 from geetcd.protocol.watch import (
@@ -73,7 +74,6 @@ from geetcd.protocol.watch import (
     decode_message,
 )
 from geetcd.supervisor import supervise
-from geetcd.watch import DEFAULT_LIVENESS
 
 if TYPE_CHECKING:
     from geetcd.watch_hub import ServerStream, WatchHub
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PING_INTERVAL", "WatchChannel", "WatchMux"]
 
-log = logging.getLogger("geetcd.watch")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 PING_INTERVAL = 20.0

@@ -21,10 +21,9 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-if TYPE_CHECKING:
-    from geetcd.testing import EtcdCluster
+from geetcd.testing import EtcdBinaryNotFound, EtcdCluster, free_port
 
 __all__ = [
     "BOOTSTRAP",
@@ -108,8 +107,6 @@ def locust_command(spec: RunSpec, endpoints: Sequence[str]) -> list[str]:
         "2",
     ]
     if spec.processes is not None:
-        from geetcd.testing import free_port
-
         port = str(free_port())
         # The forked workers connect with --master-host/--master-port: set both sides, or
         # the workers look for a master on the default port 5557.
@@ -245,8 +242,6 @@ def etcd_version(url: str) -> str:
 
 def start_cluster(size: int) -> EtcdCluster:
     """Start a throwaway ``size``-member cluster on loopback ports; BenchError if it fails."""
-    from geetcd.testing import EtcdBinaryNotFound, EtcdCluster
-
     print(f"starting a throwaway {size}-member etcd cluster on 127.0.0.1 ...")
     cluster = EtcdCluster(size=size)
     try:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from typing import Any
 
+from geetcd.cli import output as out
 from geetcd.client import Client
 from geetcd.protocol.codec import prefix_end
 
-__all__ = ["add_parsers", "cmd_auth", "cmd_role", "cmd_user"]
+__all__ = ["COMMANDS", "add_parsers", "cmd_auth", "cmd_role", "cmd_user"]
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type[Any]) -> None:
@@ -65,8 +67,6 @@ def _password(args: argparse.Namespace, given: str | None) -> str:
     if given is not None:
         return given
     if sys.stdin.isatty() and args.interactive != "false":
-        import getpass
-
         return getpass.getpass("Password: ")
     return sys.stdin.readline().rstrip("\r\n")
 
@@ -78,26 +78,26 @@ def cmd_user(client: Client, args: argparse.Namespace) -> int:
         name, _, inline = args.name.partition(":")
         password = inline if inline else _password(args, args.new_user_password)
         admin.user_add(name, password)
-        print(f"User {name} created")
+        out.line(f"User {name} created")
     elif what == "delete":
         admin.user_delete(args.name)
-        print(f"User {args.name} deleted")
+        out.line(f"User {args.name} deleted")
     elif what == "get":
         roles = admin.user_get(args.name)
-        print(f"User: {args.name}")
-        print(f"Roles: {' '.join(roles)}")
+        out.line(f"User: {args.name}")
+        out.line(f"Roles: {' '.join(roles)}")
     elif what == "list":
         for name in admin.user_list():
-            print(name)
+            out.line(name)
     elif what == "passwd":
         admin.user_change_password(args.name, _password(args, None))
-        print("Password updated")
+        out.line("Password updated")
     elif what == "grant-role":
         admin.user_grant_role(args.name, args.role)
-        print(f"Role {args.role} is granted to user {args.name}")
+        out.line(f"Role {args.role} is granted to user {args.name}")
     else:
         admin.user_revoke_role(args.name, args.role)
-        print(f"Role {args.role} is revoked from user {args.name}")
+        out.line(f"Role {args.role} is revoked from user {args.name}")
     return 0
 
 
@@ -112,43 +112,43 @@ def cmd_role(client: Client, args: argparse.Namespace) -> int:
     what = args.role_command
     if what == "add":
         admin.role_add(args.name)
-        print(f"Role {args.name} created")
+        out.line(f"Role {args.name} created")
     elif what == "delete":
         admin.role_delete(args.name)
-        print(f"Role {args.name} deleted")
+        out.line(f"Role {args.name} deleted")
     elif what == "list":
         for name in admin.role_list():
-            print(name)
+            out.line(name)
     elif what == "get":
         perms = admin.role_get(args.name)
-        print(f"Role {args.name}")
+        out.line(f"Role {args.name}")
         for title, kinds in (
             ("KV Read:", ("read", "readwrite")),
             ("KV Write:", ("write", "readwrite")),
         ):
-            print(title)
+            out.line(title)
             for p in perms:
                 if p.perm not in kinds:
                     continue
                 key = p.key.decode("utf-8", "surrogateescape")
                 if p.range_end is None:
-                    print(f"\t{key}")
+                    out.line(f"\t{key}")
                     continue
                 end = p.range_end.decode("utf-8", "surrogateescape")
                 line = f"\t[{key}, {end})" if p.range_end != b"\0" else f"\t[{key}, <open ended>"
                 if p.key and prefix_end(p.key) == p.range_end:
                     line += f" (prefix {key})"
-                print(line)
+                out.line(line)
     elif what == "grant-permission":
         span_key, span_end, prefix = _span(args)
         admin.role_grant_permission(args.name, span_key, span_end, prefix=prefix, perm=args.perm)
-        print(f"Role {args.name} updated")
+        out.line(f"Role {args.name} updated")
     else:
         span_key, span_end, prefix = _span(args)
         admin.role_revoke_permission(args.name, span_key, span_end, prefix=prefix)
         single = span_end is None and not prefix
         shown = args.key if single else f"[{args.key}, {args.range_end or '<open ended>'})"
-        print(
+        out.line(
             f"Permission of {'key' if single else 'range'} {shown} is revoked from role {args.name}"
         )
     return 0
@@ -158,12 +158,15 @@ def cmd_auth(client: Client, args: argparse.Namespace) -> int:
     admin = client.auth
     if args.auth_command == "enable":
         admin.enable()
-        print("Authentication Enabled")
+        out.line("Authentication Enabled")
     elif args.auth_command == "disable":
         admin.disable()
-        print("Authentication Disabled")
+        out.line("Authentication Disabled")
     else:
         status = admin.status()
-        print(f"Authentication Status: {str(status.enabled).lower()}")
-        print(f"AuthRevision: {status.auth_revision}")
+        out.line(f"Authentication Status: {str(status.enabled).lower()}")
+        out.line(f"AuthRevision: {status.auth_revision}")
     return 0
+
+
+COMMANDS = {"user": cmd_user, "role": cmd_role, "auth": cmd_auth}

@@ -1,4 +1,6 @@
-"""etcdctl's output formats, from the gateway's JSON answers (pure: no I/O but ``print``).
+"""etcdctl's output formats, from the gateway's JSON answers, and the command line's one
+output path: every byte a command writes goes through :func:`line`, :func:`print_json`,
+:func:`kvs`, :func:`error` and :func:`progress` here (no I/O but ``print``).
 
 ``-w json`` is etcdctl's shape exactly: etcdctl marshals the Go protobuf structs with
 ``encoding/json``, so int64/uint64 are JSON numbers (the gateway sends strings), bytes are
@@ -13,13 +15,23 @@ from __future__ import annotations
 import base64
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
+from geetcd.protocol.codec import b64
+
 __all__ = [
+    "error",
+    "flush",
+    "hash_json",
     "human_bytes",
+    "kv_json",
+    "kvs",
+    "line",
     "numbers",
     "print_json",
+    "progress",
     "table",
 ]
 
@@ -153,3 +165,56 @@ def fields_kv(kv: dict[str, Any], prefix: str = "") -> list[str]:
         f'"{prefix}Value" : {json.dumps(show(unb64(k.get("value")), False))}',
         f'"{prefix}Lease" : {k.get("lease", 0)}',
     ]
+
+
+# ---------------------------------------------------------------------- the output path
+def line(text: object = "") -> None:
+    """One line on stdout."""
+    print(text)
+
+
+def error(text: object = "") -> None:
+    """One line on stderr (errors, prompts, progress)."""
+    print(text, file=sys.stderr)
+
+
+def progress(text: str, tty: bool) -> None:
+    """A progress line on stderr: rewritten in place on a terminal, one line each else."""
+    print(("\r" if tty else "") + text, end="" if tty else "\n", file=sys.stderr)
+
+
+def flush() -> None:
+    """Flush stdout (streaming commands: watch, lease keep-alive, lock, elect)."""
+    sys.stdout.flush()
+
+
+def kvs(items: Sequence[dict[str, Any]], hex_mode: bool, value_only: bool = False) -> None:
+    """Gateway key-values as etcdctl's simple output prints them: key line, value line."""
+    for kv in items:
+        if not value_only:
+            print(show(unb64(kv.get("key")), hex_mode))
+        print(show(unb64(kv.get("value")), hex_mode))
+
+
+def kv_json(kv: Any) -> dict[str, Any]:
+    """A :class:`geetcd.KeyValue` back in the gateway's JSON shape (key and value only)."""
+    return {"key": b64(kv.key), "value": b64(kv.value)}
+
+
+def hash_json(h: Any) -> dict[str, Any]:
+    """A HashKV in etcdctl's JSON shape (zero fields left out)."""
+    header = {
+        k: v
+        for k, v in (
+            ("cluster_id", h.header.cluster_id),
+            ("member_id", h.header.member_id),
+            ("revision", h.header.revision),
+            ("raft_term", h.header.raft_term),
+        )
+        if v
+    }
+    body: dict[str, Any] = {"header": header}
+    for name in ("hash", "compact_revision", "hash_revision"):
+        if getattr(h, name):
+            body[name] = getattr(h, name)
+    return body

@@ -50,12 +50,12 @@ from geetcd.recipes.sessions import SessionPool, check_ttl
 from geetcd.txn import Compare, Comparison, Op
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
     from geetcd.lease import Session
+    from geetcd.recipes._api import KVClient
 
 __all__ = ["Election"]
 
-log = logging.getLogger("geetcd.recipes")
+log = logging.getLogger(__name__)
 _OBSERVE_BACKOFF = ExponentialBackoff(base=0.1, cap=2.0)
 # Errors after which observe() reads the leader again instead of ending.
 _RECOVERABLE = (UnavailableError, ClusterUnavailable, DeadlineExceeded, WatchError)
@@ -88,7 +88,7 @@ class Election:
     )
 
     def __init__(
-        self, client: Client, name: str | bytes, *, ttl: int = 60, sessions: SessionPool
+        self, client: KVClient, name: str | bytes, *, ttl: int = 60, sessions: SessionPool
     ) -> None:
         self._prefix = prefix_of(name)
         self.name = self._prefix[:-1]

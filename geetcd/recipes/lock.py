@@ -53,12 +53,12 @@ from geetcd.txn import Compare, Comparison
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from geetcd.client import Client
     from geetcd.lease import Session
+    from geetcd.recipes._api import KVClient
 
 __all__ = ["Lock", "prefix_of"]
 
-log = logging.getLogger("geetcd.recipes")
+log = logging.getLogger(__name__)
 
 
 def prefix_of(name: object) -> bytes:
@@ -102,7 +102,7 @@ class Lock:
     __slots__ = ("_busy", "_client", "_held", "_pool", "_prefix", "lost", "name", "ttl")
 
     def __init__(
-        self, client: Client, name: str | bytes, *, ttl: int = 60, sessions: SessionPool
+        self, client: KVClient, name: str | bytes, *, ttl: int = 60, sessions: SessionPool
     ) -> None:
         self._prefix = prefix_of(name)
         self.name = self._prefix[:-1]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import gevent
@@ -33,12 +32,12 @@ from geetcd.errors import DeadlineExceeded, EtcdError, OutcomeUnknown
 from geetcd.models import Event, EventType, KeyValue, RangeResponse, TxnResponse
 from geetcd.protocol.kv import RangeOptions, SortOrder, SortTarget
 from geetcd.recipes.gate import FifoGate, remaining
+from geetcd.recipes.sessions import Handed, Queued, SessionPool
 from geetcd.txn import Compare, Op, OpGet
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
     from geetcd.lease import Session
-    from geetcd.recipes.sessions import Handed, SessionPool
+    from geetcd.recipes._api import KVClient
 
 __all__ = [
     "Cleanup",
@@ -55,7 +54,7 @@ __all__ = [
     "waiter_key",
 ]
 
-log = logging.getLogger("geetcd.recipes")
+log = logging.getLogger(__name__)
 _CLEANUP_BACKOFF = ExponentialBackoff(base=0.1, cap=2.0)
 
 
@@ -68,18 +67,6 @@ class Turn(enum.Enum):
     """The deadline passed first (our key is still queued)."""
     LOST = "lost"
     """Our key is gone (session lease lost or revoked, or the key deleted by someone)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """A waiter key in etcd: ``key``, its ``revision`` (create revision) and what the enqueue
-    saw before it: ``predecessor`` (None: nobody, when ``checked``) read at ``at``."""
-
-    key: bytes
-    revision: int
-    predecessor: bytes | None
-    at: int
-    checked: bool
 
 
 def waiter_key(prefix: bytes, lease_id: int) -> bytes:
@@ -129,7 +116,7 @@ def _range(response: TxnResponse, index: int) -> tuple[KeyValue, ...]:
 
 
 def enqueue(
-    client: Client, prefix: bytes, session: Session, value: bytes, deadline: float | None
+    client: KVClient, prefix: bytes, session: Session, value: bytes, deadline: float | None
 ) -> Queued:
     """Create this session's waiter key under ``prefix`` and return it queued.
 
@@ -162,7 +149,7 @@ def enqueue(
 
 
 def hand_over(
-    client: Client, prefix: bytes, queued: Queued, partner: Session, value: bytes
+    client: KVClient, prefix: bytes, queued: Queued, partner: Session, value: bytes
 ) -> Queued | None:
     """In one txn: delete ``queued`` (guarded by its create revision) and create the waiter
     key of ``partner`` (which must not exist), reading the new key's predecessor.
@@ -204,7 +191,7 @@ def hand_over(
 
 
 def wait_turn(
-    client: Client,
+    client: KVClient,
     prefix: bytes,
     queued: Queued,
     deadline: float | None,
@@ -239,7 +226,7 @@ def wait_turn(
 
 
 def _check(
-    client: Client, prefix: bytes, queued: Queued, deadline: float | None
+    client: KVClient, prefix: bytes, queued: Queued, deadline: float | None
 ) -> tuple[Turn | None, bytes | None]:
     """One read-only txn: (OWNER or LOST, None), or (None, the current predecessor)."""
     check = client.txn(
@@ -256,7 +243,7 @@ def _check(
 
 
 def _wait_deleted(
-    client: Client,
+    client: KVClient,
     prefix: bytes,
     queued: Queued,
     predecessor: bytes,
@@ -324,7 +311,7 @@ class Cleanup:
         self.key = key
         self.queued = queued
 
-    def delete(self, client: Client) -> bool:
+    def delete(self, client: KVClient) -> bool:
         """One delete attempt; True when the key is surely gone (or no longer ours)."""
         queued = self.queued
         try:
@@ -342,7 +329,7 @@ class Cleanup:
 
 
 def enter_gate(
-    client: Client, pool: SessionPool, prefix: bytes, deadline: float | None, *, wait: bool
+    client: KVClient, pool: SessionPool, prefix: bytes, deadline: float | None, *, wait: bool
 ) -> tuple[FifoGate | None, Handed | None]:
     """Enter the prefix's local gate (waiting until ``deadline`` if ``wait``, else only if
     it is free): ``(gate, key handed over by the previous holder or None)``, or
@@ -371,7 +358,7 @@ def enter_gate(
 
 
 def leave_gate(
-    client: Client,
+    client: KVClient,
     pool: SessionPool,
     prefix: bytes,
     gate: FifoGate,
@@ -395,7 +382,7 @@ def leave_gate(
 
 
 def _leave_in_background(
-    client: Client, pool: SessionPool, prefix: bytes, gate: FifoGate, pending: list[Cleanup]
+    client: KVClient, pool: SessionPool, prefix: bytes, gate: FifoGate, pending: list[Cleanup]
 ) -> None:
     attempt = 0
     try:

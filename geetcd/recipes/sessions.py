@@ -12,6 +12,9 @@ election key of the session at once). A session lost because no refresh got thro
 (``LeaseLoss.UNREACHABLE``) may still exist in etcd (a new raft leader extends every lease
 by its TTL), its keys still queued in front of other waiters: the pool revokes it in the
 background, retrying for up to one TTL, so that those keys go at once.
+
+The records the pool keeps for a hand-off live here too: :class:`Queued` (a waiter key, as
+:mod:`geetcd.recipes.queue` creates it; re-exported there) and :class:`Handed`.
 """
 
 from __future__ import annotations
@@ -30,14 +33,25 @@ from geetcd.lease import LeaseLoss
 from geetcd.recipes.gate import FifoGate, remaining
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
     from geetcd.lease import Session
-    from geetcd.recipes.queue import Queued
+    from geetcd.recipes._api import KVClient
 
-__all__ = ["Handed", "SessionPool", "check_ttl"]
+__all__ = ["Handed", "Queued", "SessionPool", "check_ttl"]
 
-log = logging.getLogger("geetcd.recipes")
+log = logging.getLogger(__name__)
 _REVOKE_BACKOFF = ExponentialBackoff(base=0.5, cap=5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A waiter key in etcd: ``key``, its ``revision`` (create revision) and what the enqueue
+    saw before it: ``predecessor`` (None: nobody, when ``checked``) read at ``at``."""
+
+    key: bytes
+    revision: int
+    predecessor: bytes | None
+    at: int
+    checked: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +85,7 @@ class SessionPool:
 
     __slots__ = ("_client", "_gates", "_granting", "_handed", "_sessions")
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: KVClient) -> None:
         self._client = client
         self._sessions: dict[tuple[int, int], Session] = {}
         self._granting: dict[tuple[int, int], gevent.event.Event] = {}

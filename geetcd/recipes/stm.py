@@ -48,11 +48,11 @@ from geetcd.recipes.queue import rpc_timeout
 from geetcd.txn import Compare, Comparison, Op, OpDelete, OpGet, OpPut
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
+    from geetcd.recipes._api import KVClient
 
 __all__ = ["ISOLATIONS", "STMTx", "run_stm"]
 
-log = logging.getLogger("geetcd.recipes")
+log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 ISOLATIONS = ("serializable_snapshot", "serializable", "repeatable_reads", "read_committed")
@@ -104,7 +104,7 @@ class STMTx:
         "_writes",
     )
 
-    def __init__(self, client: Client, isolation: str, deadline: float | None) -> None:
+    def __init__(self, client: KVClient, isolation: str, deadline: float | None) -> None:
         self._client = client
         self._isolation = isolation
         self._deadline = deadline
@@ -229,7 +229,7 @@ def _prefetched(keys: list[bytes], response: TxnResponse) -> dict[bytes, _Read]:
 
 
 def _read_many(
-    client: Client, keys: list[bytes], revision: int, deadline: float | None
+    client: KVClient, keys: list[bytes], revision: int, deadline: float | None
 ) -> dict[bytes, KeyValue | None]:
     """The keys at ``revision`` (0: now) in one read-only txn (retried on any member)."""
     options = RangeOptions(revision=revision)
@@ -244,7 +244,7 @@ def _read_many(
 
 
 def _applied(
-    client: Client,
+    client: KVClient,
     guards: list[_Guard],
     writes: dict[bytes, tuple[bytes | None, OpPut | OpDelete]],
     deadline: float | None,
@@ -291,7 +291,7 @@ def _applied(
 
 
 def run_stm(
-    client: Client,
+    client: KVClient,
     fn: Callable[[STMTx], _T],
     *,
     isolation: str = "serializable_snapshot",

@@ -1,9 +1,11 @@
 """The v2 keys client: go-etcd's operations in Python names, on geetcd's shared machinery.
 
-Every request goes through the request loop of a :class:`geetcd.Client` (its executor,
-cluster state and cooperative transport): one member is picked, a member that fails is
-benched and probed back, reads fail over, writes whose answer was lost raise
-:class:`geetcd.OutcomeUnknown`. There is no second request loop here.
+The client stands on a :class:`geetcd.core.Core`, the one v3 clients stand on: one it builds,
+or with :meth:`Client.from_client` the core of a :class:`geetcd.Client`. Every request goes
+through that core's request loop (its executor, cluster state and cooperative transport):
+one member is picked, a member that fails is benched and probed back, reads fail over,
+writes whose answer was lost raise :class:`geetcd.OutcomeUnknown`. There is no second
+request loop here.
 
 Retry rules (an answer can be lost after etcd applied the request: the connection broke,
 the member hung, or etcd answered errorCode 300 because consensus timed out):
@@ -24,12 +26,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from geetcd._executor import check_timeout
-from geetcd.client import Client as V3Client
-from geetcd.cluster import Member, PickPolicy, StateChange, normalize_endpoints
+from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
 from geetcd.config import TLS, Retry
+from geetcd.core import Core
 from geetcd.errors import DeadlineExceeded, InvalidArgument, InvalidType, ServerError
 from geetcd.models import Header, MemberInfo, MemberList
 from geetcd.transport import RawResponse, Transport
@@ -44,13 +46,25 @@ _monotonic = time.monotonic
 _CONSISTENCY = {"strong": True, "weak": False}
 
 
+class _Base(Protocol):
+    """What :attr:`Client.client` is: a :class:`geetcd.Client`, or the core a v2 client
+    built for itself; both have the shared cluster state and a ``closed`` flag."""
+
+    @property
+    def cluster_state(self) -> ClusterState: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
 class Client:
     """A gevent-native client for etcd's v2 keys API (etcd 3.4/3.5 with ``--enable-v2``).
 
-    ``endpoints`` and the transport options are those of :class:`geetcd.Client` (a v3
-    client is built inside and owned: :meth:`close` closes it). ``consistency="strong"``
-    (default) reads with ``quorum=true``, like go-etcd's STRONG_CONSISTENCY: the answer
-    reflects every write acknowledged before it; ``"weak"`` reads the member's local store.
+    ``endpoints`` and the transport options are those of :class:`geetcd.Client` (a
+    :class:`geetcd.core.Core` is built inside and owned: :meth:`close` closes it).
+    ``consistency="strong"`` (default) reads with ``quorum=true``, like go-etcd's
+    STRONG_CONSISTENCY: the answer reflects every write acknowledged before it; ``"weak"``
+    reads the member's local store.
     ``liveness_interval``: how often members serving a watch are probed (a v2 wait is silent
     until its event, so a hung member is found only this way).
 
@@ -61,7 +75,8 @@ class Client:
     OutcomeUnknown, ...) for the rest.
     """
 
-    _client: V3Client
+    _core: Core
+    _base: _Base
     _owns: bool
     liveness: float
     _quorum: bool
@@ -88,25 +103,30 @@ class Client:
     ) -> None:
         quorum = _check_consistency(consistency)
         interval = check_timeout(liveness_interval, "liveness_interval")
-        client = V3Client(
+        core = Core(
             endpoints,
             timeout=timeout,
             attempt_timeout=attempt_timeout,
             connect_timeout=connect_timeout,
             maxsize=maxsize,
             retry=retry,
+            namespace=None,
             policy=policy,
             sync_interval=sync_interval,
             sync_on_start=sync_on_start,
             tls=tls,
+            user=None,
+            password=None,
+            api_prefix=None,
+            hedge_delay=None,
             on_state_change=on_state_change,
             transport=transport,
         )
-        self._setup(client, owns=True, quorum=quorum, interval=interval)
+        self._setup(core, core, owns=True, quorum=quorum, interval=interval)
 
     @classmethod
     def from_client(
-        cls, client: V3Client, *, consistency: str = "strong", liveness_interval: float = 5.0
+        cls, client: _Base, *, consistency: str = "strong", liveness_interval: float = 5.0
     ) -> Client:
         """A v2 client sharing ``client``'s members, health, connections and deadlines.
 
@@ -114,22 +134,24 @@ class Client:
         not close it; closing ``client`` cancels them too. Its namespace does not apply to
         v2 keys (a separate key space).
         """
-        if not isinstance(client, V3Client):
+        core = getattr(client, "core", None)
+        if not isinstance(core, Core):
             raise InvalidType(f"client must be a geetcd.Client, got {type(client).__name__}")
         quorum = _check_consistency(consistency)
         interval = check_timeout(liveness_interval, "liveness_interval")
         self = cls.__new__(cls)
-        self._setup(client, owns=False, quorum=quorum, interval=interval)
+        self._setup(core, client, owns=False, quorum=quorum, interval=interval)
         return self
 
-    def _setup(self, client: V3Client, *, owns: bool, quorum: bool, interval: float) -> None:
-        self._client = client
+    def _setup(self, core: Core, base: _Base, *, owns: bool, quorum: bool, interval: float) -> None:
+        self._core = core
+        self._base = base
         self._owns = owns
         self._quorum = quorum
         self.liveness = interval
         self._watches = set()
         self._closed = False
-        client.core.on_close(self._cancel_watches)
+        core.on_close(self._cancel_watches)
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Client:
@@ -145,28 +167,34 @@ class Client:
         return f"<geetcd.v2.Client {urls} consistency={consistency} {state}>"
 
     def close(self) -> None:
-        """Cancel every watch and, if this object built its geetcd.Client, close it.
-        Idempotent; never raises."""
+        """Cancel every watch and, if this object built its core, close it (a
+        :class:`geetcd.Client` given to :meth:`from_client` stays open). Idempotent; never
+        raises."""
         if self._closed:
             return
         self._closed = True
         self._cancel_watches()
         with suppress(ValueError):
-            self._client.core.remove_close_hook(self._cancel_watches)
+            self._core.remove_close_hook(self._cancel_watches)
         if self._owns:
-            self._client.close()
+            self._core.close()
 
     def _cancel_watches(self) -> None:
         for watch in list(self._watches):
             watch.cancel()
 
-    def _forget(self, watch: V2Watch) -> None:
-        self._watches.discard(watch)
+    @property
+    def client(self) -> _Base:
+        """The :class:`geetcd.Client` given to :meth:`from_client`, else the
+        :class:`geetcd.core.Core` this client built: what its request loop, members
+        (``.cluster_state``) and connections are."""
+        return self._base
 
     @property
-    def client(self) -> V3Client:
-        """The geetcd.Client whose request loop, members and connections this one uses."""
-        return self._client
+    def core(self) -> Core:
+        """The :class:`geetcd.core.Core` this client stands on (its own, or the one of the
+        :class:`geetcd.Client` given to :meth:`from_client`)."""
+        return self._core
 
     @property
     def consistency(self) -> str:
@@ -176,7 +204,7 @@ class Client:
     @property
     def endpoints(self) -> list[str]:
         """The member URLs in use (see :meth:`sync_cluster`)."""
-        return self._client.endpoints
+        return [member.url for member in self._core.cluster.members]
 
     # ------------------------------------------------------------------ request loop
     def _execute(
@@ -192,7 +220,7 @@ class Client:
         deadline: float | None = None,
         endpoint: str | None = None,
     ) -> T:
-        core = self._client.core
+        core = self._core
         core.start()
         executor = core.executor
         return executor.execute(
@@ -396,7 +424,7 @@ class Client:
         if wait_index is None:
             index = self._current_index(timeout)
             request = proto.watch_request(key, index + 1, recursive=recursive)
-        return long_poll(self._client, self.liveness, request.path, deadline)
+        return long_poll(self._core, self.liveness, request.path, deadline)
 
     def watcher(
         self,
@@ -421,7 +449,16 @@ class Client:
         if buffer < 1:
             raise InvalidArgument(f"buffer must be >= 1, got {buffer}")
         start = wait_index if wait_index is not None else self._current_index(timeout) + 1
-        watch = V2Watch(self, key, recursive=recursive, next_index=start, buffer=buffer)
+        watch = V2Watch(
+            self._core,
+            key,
+            recursive=recursive,
+            next_index=start,
+            buffer=buffer,
+            liveness=self.liveness,
+            reread=lambda: self.get(key, recursive=recursive, sort=True),
+            on_cancel=self._watches.discard,
+        )
         self._watches.add(watch)
         return watch
 
@@ -444,7 +481,7 @@ class Client:
             return MemberList(header=header, members=proto.parse_members(raw.data))
 
         member_list = self._read(proto.MEMBERS, parse, timeout)
-        self._client.core.cluster.apply_member_list(member_list)
+        self._core.cluster.apply_member_list(member_list)
         return self.endpoints
 
     def version(self, *, timeout: float | None = None) -> Version:
@@ -465,7 +502,7 @@ class Client:
         the client's members is asked through the attempt loop pinned to it (``endpoint=``);
         one the client does not know (endpoints given as a subset) is asked directly.
         """
-        core = self._client.core
+        core = self._core
         executor = core.executor
         deadline = executor.deadline(timeout)
         leader = self.leader(timeout=max(0.001, deadline - _monotonic()))

@@ -43,13 +43,11 @@ from geetcd.v2.models import Response, Resync
 from geetcd.v2.protocol import PLAIN_HEADERS, error_from_answer, parse_response, watch_request
 
 if TYPE_CHECKING:
-    from geetcd.client import Client as V3Client
     from geetcd.core import Core
-    from geetcd.v2.client import Client
 
 __all__ = ["V2Watch", "long_poll"]
 
-log = logging.getLogger("geetcd.v2")
+log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 
 
@@ -79,7 +77,7 @@ def _read_body(stream: Stream) -> bytes:
 
 
 def long_poll(
-    client: V3Client,
+    core: Core,
     liveness: float,
     path: str,
     deadline: float | None,
@@ -87,7 +85,7 @@ def long_poll(
 ) -> Response:
     """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
 
-    The wait is opened through the client's attempt loop (``Executor.run``: one pick
+    The wait is opened through the core's attempt loop (``Executor.run``: one pick
     policy, one backoff, one in-flight count); the open ends at the first byte of the
     answer, and the body (the event) is then read outside the loop, watched over by the
     core's stream-liveness supervisor (its member probed every ``liveness`` seconds).
@@ -100,7 +98,6 @@ def long_poll(
     while live), also when the calling greenlet is killed. ``on_member`` is told each
     member a wait is sent to.
     """
-    core = client.core
     executor = core.executor
     core.start()
     avoid: list[Member] = []
@@ -189,7 +186,9 @@ class V2Watch:
     """A persistent v2 watch: iterate it for :class:`Response` events and :class:`Resync`
     signals, in index order, with no loss and no duplicate across member failures.
 
-    Made by :meth:`geetcd.v2.Client.watcher`. A greenlet owned by the client polls etcd and
+    Made by :meth:`geetcd.v2.Client.watcher`, on its core: ``reread()`` reads the key again
+    after a history gap, ``on_cancel(watch)`` is told when the watch is canceled, and
+    ``liveness`` is the probe interval of its waits. A greenlet owned by the core polls etcd and
     fills a buffer of ``buffer`` items; when the consumer falls behind it stops polling
     (etcd keeps 1000 events: past that the watch resyncs). Iteration (and :meth:`get`)
     blocks until the next item; it ends after :meth:`cancel`, and raises the error that
@@ -197,17 +196,29 @@ class V2Watch:
     """
 
     def __init__(
-        self, owner: Client, key: str, *, recursive: bool, next_index: int, buffer: int
+        self,
+        core: Core,
+        key: str,
+        *,
+        recursive: bool,
+        next_index: int,
+        buffer: int,
+        liveness: float,
+        reread: Callable[[], Response],
+        on_cancel: Callable[[V2Watch], None],
     ) -> None:
         self.key = key
         self.recursive = recursive
-        self._owner = owner
+        self._core = core
+        self._liveness = liveness
+        self._reread = reread
+        self._on_cancel = on_cancel
         self._next_index = next_index
         self._queue: gevent.queue.Queue[_Item] = gevent.queue.Queue(maxsize=buffer)
         self._canceled = False
         self._ended: _End | None = None
         self._serving: str | None = None
-        self._greenlet = owner._client.spawn(self._run)
+        self._greenlet = core.spawn(self._run)
 
     def __repr__(self) -> str:
         state = "canceled" if self._canceled else "ended" if self._ended else "active"
@@ -268,7 +279,7 @@ class V2Watch:
         if self._canceled:
             return
         self._canceled = True
-        self._owner._forget(self)
+        self._on_cancel(self)
         if self._greenlet is not gevent.getcurrent():
             self._greenlet.kill(block=True, timeout=5.0)
         with suppress(gevent.queue.Full):
@@ -285,19 +296,17 @@ class V2Watch:
         try:
             self._loop()
         except EtcdError as exc:
-            if not self._owner._client.closed:
+            if not self._core.closed:
                 log.warning("v2 watch on %r ended: %s", self.key, exc)
             self._queue.put(_End(exc))
             return
         self._queue.put(_End(None))
 
     def _loop(self) -> None:
-        owner = self._owner
-        client = owner._client
         while not self._stopped():
             path = watch_request(self.key, self._next_index, recursive=self.recursive).path
             try:
-                response = long_poll(client, owner.liveness, path, None, self._on_member)
+                response = long_poll(self._core, self._liveness, path, None, self._on_member)
             except EventIndexCleared as exc:
                 resync = self._resync(exc)
                 if resync is None:
@@ -318,13 +327,13 @@ class V2Watch:
         self._serving = member.url
 
     def _stopped(self) -> bool:
-        return self._canceled or self._owner._client.closed
+        return self._canceled or self._core.closed
 
     def _resync(self, cleared: EventIndexCleared) -> Resync | None:
         """Read the key again after a 401; None if the client closed meanwhile."""
         while not self._stopped():
             try:
-                response = self._owner.get(self.key, recursive=self.recursive, sort=True)
+                response = self._reread()
             except KeyNotFound as missing:
                 return Resync(None, missing.index or cleared.index)
             except (UnavailableError, ClusterUnavailable, DeadlineExceeded) as exc:
