@@ -1,0 +1,359 @@
+"""The fault-injecting TCP proxy of the etcd test harness, run as one child process per cluster.
+
+:class:`~geetcd.testing.EtcdCluster` with ``faults=True`` starts this file as a script
+(``python -I netproxy.py <fd>``; standard library only, so it imports neither geetcd nor
+gevent) and controls it over the inherited socket ``<fd>``: one JSON object per line in, one
+JSON answer per line out. When that socket closes (the test process exited or closed the
+cluster) the proxy closes every socket and exits.
+
+Each member gets two listeners: its advertised client URL (forwarded to the port etcd listens
+on for clients) and its advertised peer URL (forwarded to etcd's peer port). The proxy keeps
+a fault state per member:
+
+``blackholed``
+    its client listener stops calling ``accept()``: the kernel still completes handshakes into
+    the listen backlog (1024, capped by ``net.core.somaxconn``), so a connect succeeds and
+    then nothing answers; once the backlog is full, SYNs are dropped and connects hang. No
+    connection is refused or reset. Established client connections stop being read and
+    written in both directions.
+``isolated``
+    its peer listener stops accepting and every connection through it stalls (traffic *to*
+    the member), and so does every peer connection whose first HTTP request carries
+    ``X-Server-From: <its id>`` (traffic *from* it; etcd sets that header on every raft
+    stream, raft message and snapshot request).
+``delay``
+    every chunk read from a client connection of the member, in either direction, is written
+    ``delay`` seconds after it was read (order kept); a request/answer exchange therefore
+    takes at least ``2 * delay`` longer. Connection setup is not delayed.
+
+A stalled connection keeps its bytes: nothing read before or during a fault is dropped, and
+when the fault is lifted it is delivered, like TCP retransmission after a network heals. A
+request sent during a black-hole can therefore still reach etcd after the heal.
+
+Commands (``{"op": ...}``): ``listen`` (member, kind ``client``/``peer``, host, port,
+upstream), ``unlisten`` (member), ``set`` (member, id, blackholed, isolated, delay), ``heal``
+(member or null), ``stats``, ``quit``. Answers are ``{"ok": true, ...}`` or ``{"ok": false,
+"error": "...", "in_use": bool}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+_CHUNK = 65536
+_QUEUE_CHUNKS = 64  # per direction and connection: at most 4 MiB held in memory
+_HEADER_LIMIT = 65536
+_BACKLOG = 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+@dataclass
+class _Member:
+    peer_id: str = ""
+    blackholed: bool = False
+    isolated: bool = False
+    delay: float = 0.0
+    listeners: dict[str, _Listener] = field(default_factory=dict)
+
+
+@dataclass
+class _Listener:
+    member: str
+    kind: str
+    sock: socket.socket
+    upstream: tuple[str, int]
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _Conn:
+    member: str
+    kind: str
+    sender: str | None = None
+    sockets: list[socket.socket] = field(default_factory=list)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` so that the other end sees a reset (RST), not an orderly end."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    sock.close()
+
+
+def _sender(head: bytes) -> str | None:
+    """The ``X-Server-From`` value of the first HTTP request in ``head``, lower-cased."""
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"x-server-from":
+            return value.strip().decode("ascii", "replace").lower()
+    return None
+
+
+class _Proxy:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.members: dict[str, _Member] = {}
+        self.conns: set[_Conn] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Event()
+
+    # -- fault state ------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        event, self.changed = self.changed, asyncio.Event()
+        event.set()
+
+    async def _wait_until(self, ready: Callable[[], bool]) -> None:
+        """Return once ``ready()`` is true; it is re-checked after every state change."""
+        while not ready():
+            await self.changed.wait()
+
+    def _member(self, name: str) -> _Member:
+        return self.members.setdefault(name, _Member())
+
+    def _isolated_ids(self) -> set[str]:
+        return {m.peer_id for m in self.members.values() if m.isolated and m.peer_id}
+
+    def _flows(self, conn: _Conn) -> bool:
+        member = self._member(conn.member)
+        if conn.kind == "client":
+            return not member.blackholed
+        return not member.isolated and (
+            conn.sender is None or conn.sender not in self._isolated_ids()
+        )
+
+    def _accepts(self, listener: _Listener) -> bool:
+        member = self._member(listener.member)
+        return not (member.blackholed if listener.kind == "client" else member.isolated)
+
+    # -- listeners --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def listen(self, member: str, kind: str, host: str, port: int, upstream: int) -> None:
+        state = self._member(member)
+        if kind in state.listeners:
+            return
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        listener = _Listener(member, kind, sock, (host, upstream))
+        state.listeners[kind] = listener
+        listener.task = self._spawn(self._accept_loop(listener))
+
+    def unlisten(self, member: str) -> None:
+        state = self._member(member)
+        for listener in state.listeners.values():
+            if listener.task is not None:
+                listener.task.cancel()
+            listener.sock.close()
+        state.listeners.clear()
+
+    async def _accept_loop(self, listener: _Listener) -> None:
+        loop = asyncio.get_running_loop()
+        while True:  # ends when unlisten() cancels it
+            await self._wait_until(lambda: self._accepts(listener))
+            try:
+                sock, _ = await loop.sock_accept(listener.sock)
+            except OSError:
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._spawn(self._serve(listener, sock))
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _serve(self, listener: _Listener, down: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        conn = _Conn(listener.member, listener.kind, sockets=[down])
+        self.conns.add(conn)
+        try:
+            head = b""
+            if conn.kind == "peer":
+                head = await self._read_head(down)
+                conn.sender = _sender(head)
+            await self._wait_until(lambda: self._flows(conn))
+            up = socket.socket(down.family, socket.SOCK_STREAM)
+            conn.sockets.append(up)
+            up.setblocking(False)
+            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await loop.sock_connect(up, listener.upstream)
+                if head:
+                    await loop.sock_sendall(up, head)
+            except OSError:
+                _reset(down)
+                return
+            await self._relay(conn, down, up)
+        except OSError:
+            for sock in conn.sockets:
+                _reset(sock)
+        finally:
+            self.conns.discard(conn)
+            for sock in conn.sockets:
+                sock.close()
+
+    async def _read_head(self, sock: socket.socket) -> bytes:
+        """Read until the end of the first request's header (or EOF, or 64 KiB)."""
+        loop = asyncio.get_running_loop()
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf and len(buf) < _HEADER_LIMIT:
+            data = await loop.sock_recv(sock, _CHUNK)
+            if not data:
+                break
+            buf += data
+        return bytes(buf)
+
+    async def _relay(self, conn: _Conn, down: socket.socket, up: socket.socket) -> None:
+        """Pump both directions until both ended; on any socket error reset both sides."""
+        tasks = [
+            *self._direction(conn, down, up),
+            *self._direction(conn, up, down),
+        ]
+        try:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
+        failed = any(not t.cancelled() and t.exception() is not None for t in done)
+        for task in pending:
+            task.cancel()
+        if failed:
+            for sock in (down, up):
+                _reset(sock)
+
+    def _direction(
+        self, conn: _Conn, src: socket.socket, dst: socket.socket
+    ) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
+        member = self._member(conn.member)
+        flows = lambda: self._flows(conn)  # noqa: E731
+
+        async def reader() -> None:
+            while True:  # ends at EOF or on a socket error
+                await self._wait_until(flows)
+                data = await loop.sock_recv(src, _CHUNK)
+                delay = member.delay if conn.kind == "client" else 0.0
+                await queue.put((time.monotonic() + delay, data))
+                if not data:
+                    return
+
+        async def writer() -> None:
+            while True:  # ends at the EOF marker or on a socket error
+                due, data = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._wait_until(flows)
+                if not data:
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError as exc:
+                        if exc.errno != errno.ENOTCONN:
+                            raise
+                    return
+                await loop.sock_sendall(dst, data)
+
+        return asyncio.ensure_future(reader()), asyncio.ensure_future(writer())
+
+    # -- control ----------------------------------------------------------------------------
+
+    def handle(self, command: dict[str, Any]) -> dict[str, Any]:
+        op = command.get("op")
+        if op == "listen":
+            try:
+                self.listen(
+                    str(command["member"]),
+                    str(command["kind"]),
+                    str(command["host"]),
+                    int(command["port"]),
+                    int(command["upstream"]),
+                )
+            except OSError as exc:
+                return {"ok": False, "error": str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+        elif op == "unlisten":
+            self.unlisten(str(command["member"]))
+        elif op == "set":
+            state = self._member(str(command["member"]))
+            state.peer_id = str(command.get("id") or "").lower()
+            state.blackholed = bool(command.get("blackholed"))
+            state.isolated = bool(command.get("isolated"))
+            state.delay = max(0.0, float(command.get("delay") or 0.0))
+            self._notify()
+        elif op == "heal":
+            name = command.get("member")
+            targets = list(self.members.values()) if name is None else [self._member(str(name))]
+            for state in targets:
+                state.blackholed = state.isolated = False
+                state.delay = 0.0
+            self._notify()
+        elif op == "stats":
+            counts: dict[str, int] = {}
+            for conn in self.conns:
+                key = f"{conn.member}/{conn.kind}"
+                counts[key] = counts.get(key, 0) + 1
+            return {"ok": True, "connections": counts}
+        elif op != "quit":
+            return {"ok": False, "error": f"unknown op {op!r}", "in_use": False}
+        return {"ok": True}
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        buf = b""
+        try:
+            while True:  # ends when the controlling process closes its end or sends quit
+                data = await loop.sock_recv(self.control, 65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    try:
+                        command = json.loads(line)
+                        answer = self.handle(command)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        command, answer = {}, {"ok": False, "error": repr(exc), "in_use": False}
+                    await loop.sock_sendall(self.control, json.dumps(answer).encode() + b"\n")
+                    if command.get("op") == "quit":
+                        return
+        finally:
+            for name in list(self.members):
+                self.unlisten(name)
+            for conn in list(self.conns):
+                for sock in conn.sockets:
+                    sock.close()
+
+
+async def _main(fd: int) -> None:
+    control = socket.socket(fileno=fd)
+    control.setblocking(False)
+    await _Proxy(control).run()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(int(sys.argv[1])))
