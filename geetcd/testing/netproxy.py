@@ -45,13 +45,13 @@ import json
 import socket
 import struct
 import sys
-import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 _CHUNK = 65536
-_QUEUE_CHUNKS = 64  # per direction and connection: at most 4 MiB held in memory
+_QUEUE_LIMIT = 4 << 20  # bytes held per direction and connection before reading pauses
 _HEADER_LIMIT = 65536
 _BACKLOG = 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -80,7 +80,6 @@ class _Conn:
     member: str
     kind: str
     sender: str | None = None
-    sockets: list[socket.socket] = field(default_factory=list)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -101,11 +100,167 @@ def _sender(head: bytes) -> str | None:
     return None
 
 
+class _Side(asyncio.Protocol):
+    """One socket of a relayed connection; ``queue`` holds what was read from it and not yet
+    written to the other side, with the loop time at which it may be written."""
+
+    def __init__(self, relay: _Relay) -> None:
+        self.relay = relay
+        self.other: _Side = self
+        self.transport: asyncio.Transport | None = None
+        self.holds: set[str] = set()
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.queued = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.holds:
+            transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.received(self, data)
+
+    def eof_received(self) -> bool:
+        self.relay.received(self, b"")
+        return True  # keep the socket open: the other direction may still carry data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(exc)
+
+    def pause_writing(self) -> None:
+        self.other.hold("full")  # our send buffer is full: stop reading the other side
+
+    def resume_writing(self) -> None:
+        self.other.release("full")
+
+    def hold(self, reason: str) -> None:
+        if not self.holds and self.transport is not None:
+            self.transport.pause_reading()
+        self.holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        if reason not in self.holds:
+            return
+        self.holds.discard(reason)
+        if not self.holds and self.transport is not None:
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        if data:
+            self.transport.write(data)
+        elif self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def reset(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
+
+
+class _Relay:
+    """Both sockets of one proxied connection: forwards bytes while its connection's member is
+    not faulted, after the member's delay, in order, and holds them (without reading more)
+    while it is."""
+
+    def __init__(self, proxy: _Proxy, conn: _Conn) -> None:
+        self.proxy = proxy
+        self.conn = conn
+        self.member = proxy._member(conn.member)
+        self.down = _Side(self)
+        self.up = _Side(self)
+        self.down.other, self.up.other = self.up, self.down
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.ready = False
+        self.eofs = 0
+
+    def start(self) -> None:
+        self.ready = True
+        self.changed()
+
+    def flows(self) -> bool:
+        return self.ready and self.proxy._flows(self.conn)
+
+    def received(self, src: _Side, data: bytes) -> None:
+        delay = self.member.delay if self.conn.kind == "client" else 0.0
+        if not src.queue and delay <= 0 and self.flows():
+            self._forward(src, data)
+            return
+        src.queue.append((self.loop.time() + delay, data))
+        src.queued += len(data)
+        if src.queued > _QUEUE_LIMIT:
+            src.hold("queue")
+        self.pump(src)
+
+    def _forward(self, src: _Side, data: bytes) -> None:
+        if self.done.done():
+            return
+        src.other.write(data)
+        if not data:
+            self.eofs += 1
+            if self.eofs == 2:
+                self.close()
+
+    def pump(self, src: _Side) -> None:
+        """Write what ``src`` queued and is due; re-arm a timer for the rest."""
+        if src.timer is not None:
+            src.timer.cancel()
+            src.timer = None
+        if not self.flows():
+            return
+        now = self.loop.time()
+        while src.queue and not self.done.done():
+            due, data = src.queue[0]
+            if due > now:
+                src.timer = self.loop.call_at(due, self.pump, src)
+                return
+            src.queue.popleft()
+            src.queued -= len(data)
+            self._forward(src, data)
+        if src.queued <= _QUEUE_LIMIT:
+            src.release("queue")
+
+    def changed(self) -> None:
+        """The fault state changed: hold both sides, or release them and catch up."""
+        if self.flows():
+            for side in (self.down, self.up):
+                side.release("fault")
+                self.pump(side)
+        else:
+            for side in (self.down, self.up):
+                side.hold("fault")
+
+    def lost(self, exc: Exception | None) -> None:
+        """One socket is gone: after an error reset both sides, else close both."""
+        if exc is not None:
+            self.down.reset()
+            self.up.reset()
+        self.close()
+
+    def close(self) -> None:
+        for side in (self.down, self.up):
+            if side.timer is not None:
+                side.timer.cancel()
+            if side.transport is not None:
+                side.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class _Proxy:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.members: dict[str, _Member] = {}
         self.conns: set[_Conn] = set()
+        self.relays: set[_Relay] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
 
@@ -114,6 +269,8 @@ class _Proxy:
     def _notify(self) -> None:
         event, self.changed = self.changed, asyncio.Event()
         event.set()
+        for relay in list(self.relays):
+            relay.changed()
 
     async def _wait_until(self, ready: Callable[[], bool]) -> None:
         """Return once ``ready()`` is true; it is re-checked after every state change."""
@@ -186,35 +343,38 @@ class _Proxy:
 
     # -- connections ------------------------------------------------------------------------
 
-    async def _serve(self, listener: _Listener, down: socket.socket) -> None:
+    async def _serve(self, listener: _Listener, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        conn = _Conn(listener.member, listener.kind, sockets=[down])
+        conn = _Conn(listener.member, listener.kind)
+        relay: _Relay | None = None
         self.conns.add(conn)
         try:
             head = b""
             if conn.kind == "peer":
-                head = await self._read_head(down)
+                head = await self._read_head(sock)
                 conn.sender = _sender(head)
             await self._wait_until(lambda: self._flows(conn))
-            up = socket.socket(down.family, socket.SOCK_STREAM)
-            conn.sockets.append(up)
-            up.setblocking(False)
-            up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            relay = _Relay(self, conn)
             try:
-                await loop.sock_connect(up, listener.upstream)
-                if head:
-                    await loop.sock_sendall(up, head)
+                await loop.create_connection(lambda: relay.up, *listener.upstream)
             except OSError:
-                _reset(down)
-                return
-            await self._relay(conn, down, up)
-        except OSError:
-            for sock in conn.sockets:
                 _reset(sock)
+                return
+            if head:
+                relay.up.write(head)
+            await loop.connect_accepted_socket(lambda: relay.down, sock)
+            self.relays.add(relay)
+            relay.start()
+            await relay.done
+        except OSError:
+            _reset(sock)
         finally:
             self.conns.discard(conn)
-            for sock in conn.sockets:
-                sock.close()
+            if relay is not None:
+                self.relays.discard(relay)
+                relay.close()
+            if relay is None or relay.down.transport is None:
+                sock.close()  # else the transport owns it and closes it once flushed
 
     async def _read_head(self, sock: socket.socket) -> bytes:
         """Read until the end of the first request's header (or EOF, or 64 KiB)."""
@@ -226,60 +386,6 @@ class _Proxy:
                 break
             buf += data
         return bytes(buf)
-
-    async def _relay(self, conn: _Conn, down: socket.socket, up: socket.socket) -> None:
-        """Pump both directions until both ended; on any socket error reset both sides."""
-        tasks = [
-            *self._direction(conn, down, up),
-            *self._direction(conn, up, down),
-        ]
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            raise
-        failed = any(not t.cancelled() and t.exception() is not None for t in done)
-        for task in pending:
-            task.cancel()
-        if failed:
-            for sock in (down, up):
-                _reset(sock)
-
-    def _direction(
-        self, conn: _Conn, src: socket.socket, dst: socket.socket
-    ) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_QUEUE_CHUNKS)
-        member = self._member(conn.member)
-        flows = lambda: self._flows(conn)  # noqa: E731
-
-        async def reader() -> None:
-            while True:  # ends at EOF or on a socket error
-                await self._wait_until(flows)
-                data = await loop.sock_recv(src, _CHUNK)
-                delay = member.delay if conn.kind == "client" else 0.0
-                await queue.put((time.monotonic() + delay, data))
-                if not data:
-                    return
-
-        async def writer() -> None:
-            while True:  # ends at the EOF marker or on a socket error
-                due, data = await queue.get()
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self._wait_until(flows)
-                if not data:
-                    try:
-                        dst.shutdown(socket.SHUT_WR)
-                    except OSError as exc:
-                        if exc.errno != errno.ENOTCONN:
-                            raise
-                    return
-                await loop.sock_sendall(dst, data)
-
-        return asyncio.ensure_future(reader()), asyncio.ensure_future(writer())
 
     # -- control ----------------------------------------------------------------------------
 
@@ -344,9 +450,8 @@ class _Proxy:
         finally:
             for name in list(self.members):
                 self.unlisten(name)
-            for conn in list(self.conns):
-                for sock in conn.sockets:
-                    sock.close()
+            for relay in list(self.relays):
+                relay.close()
 
 
 async def _main(fd: int) -> None:
