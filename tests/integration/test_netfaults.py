@@ -191,6 +191,35 @@ def test_isolated_follower_loses_its_leader_and_catches_up_after_heal(
     assert _put(follower.client_url, "/netfaults/iso/after", "1", headers=HASLEADER)[0] == 200
 
 
+def _received_from(member: EtcdMember, sender: EtcdMember) -> float:
+    """Bytes of raft messages ``member`` received from ``sender`` (etcd's own counter)."""
+    assert sender.member_id is not None
+    key = f'etcd_network_peer_received_bytes_total{{From="{sender.member_id:x}"}}'
+    return member.metrics().get(key, 0.0)
+
+
+def test_isolation_stops_raft_traffic_in_both_directions(faulty_cluster: EtcdCluster) -> None:
+    leader = faulty_cluster.leader()
+    follower = faulty_cluster.followers()[0]
+    pairs = [(follower, leader), (leader, follower)]  # (receiver, sender)
+    before = [_received_from(r, s) for r, s in pairs]
+    time.sleep(0.5)
+    assert all(_received_from(r, s) > b for (r, s), b in zip(pairs, before, strict=True))
+
+    faulty_cluster.isolate(follower)
+    time.sleep(0.5)  # what was already past the proxy is counted by now
+    held = [_received_from(r, s) for r, s in pairs]
+    time.sleep(2.0)  # 20 heartbeat intervals
+    assert [_received_from(r, s) for r, s in pairs] == held
+
+    faulty_cluster.heal_network(follower)
+    _wait_for(
+        "raft messages flow again both ways",
+        lambda: all(_received_from(r, s) > h for (r, s), h in zip(pairs, held, strict=True)),
+        10.0,
+    )
+
+
 def test_isolated_leader_is_replaced_and_rejoins(faulty_cluster: EtcdCluster) -> None:
     old = faulty_cluster.leader()
     assert old.member_id is not None
