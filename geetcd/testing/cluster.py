@@ -160,6 +160,11 @@ class EtcdCluster:
         """Client URLs of the current members, in member order."""
         return [m.client_url for m in self.members]
 
+    @property
+    def proxy_pid(self) -> int | None:
+        """PID of the network proxy process (``faults=True``, while started), else ``None``."""
+        return self._net.pid if self._net is not None else None
+
     def member(self, index: int) -> EtcdMember:
         """Return ``members[index]``."""
         return self.members[index]

@@ -10,7 +10,11 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -322,6 +326,34 @@ def test_killed_member_refuses_connections_through_the_proxy(
         _round_trip(sock)
 
 
+def test_isolation_survives_a_restart_and_heal_undoes_everything(
+    faulty_cluster: EtcdCluster,
+) -> None:
+    member = faulty_cluster.followers()[0]
+    others = [m for m in faulty_cluster.members if m is not member]
+    faulty_cluster.isolate(member)
+    member.kill()
+    member.restart(wait=False)  # it cannot become healthy (no leader) while isolated
+    assert _put(others[0].client_url, "/netfaults/restart/during", "1")[0] == 200
+    time.sleep(2.5)  # more than an election timeout after its start
+    # etcd serves clients only once it has published itself through raft, which an isolated
+    # member cannot: the status request gets no answer.
+    with pytest.raises(OSError):
+        _post(member.listen_client_url, "/v3/maintenance/status", {}, timeout=2.0)
+    member.pause()
+    faulty_cluster.heal()  # lifts the isolation, resumes, waits until all are healthy
+    assert faulty_cluster.network_faults(member) == {
+        "isolated": False,
+        "blackholed": False,
+        "delay": 0.0,
+    }
+    _wait_for(
+        "the restarted member catches up",
+        lambda: _local_value(member.client_url, "/netfaults/restart/during") == "1",
+        10.0,
+    )
+
+
 def test_peer_traffic_survives_a_busy_test_process(faulty_cluster: EtcdCluster) -> None:
     """The proxy runs in its own process: a test that hogs its own interpreter (here 3 s of
     pure Python, longer than etcd's 1 s election timeout) must not cost a leader election."""
@@ -359,3 +391,50 @@ def test_clusters_without_faults_have_no_proxy(etcd_server: EtcdCluster) -> None
         etcd_server.isolate(0)
     with pytest.raises(RuntimeError, match="faults=True"):
         etcd_server.heal_network()
+
+
+def _pid_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stop_ends_the_proxy_process() -> None:
+    with EtcdCluster(size=1, faults=True) as cluster:
+        pid = cluster.proxy_pid
+        assert pid is not None
+        os.kill(pid, 0)
+    assert cluster.proxy_pid is None
+    assert _pid_gone(pid)
+
+
+def test_proxy_dies_with_a_sigkilled_parent() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from geetcd.testing import EtcdCluster\n"
+            "c = EtcdCluster(size=1, faults=True).start()\n"
+            "print(c.proxy_pid, c.member(0).pid, c.member(0).data_dir, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proxy_pid, etcd_pid, data_dir = proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+    try:
+        assert _pid_gone(int(proxy_pid)), "the proxy outlived its SIGKILLed parent"
+        assert _pid_gone(int(etcd_pid))
+    finally:
+        shutil.rmtree(os.path.dirname(data_dir), ignore_errors=True)  # atexit never ran
