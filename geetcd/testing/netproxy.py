@@ -261,12 +261,15 @@ class _Proxy:
         self.members: dict[str, _Member] = {}
         self.conns: set[_Conn] = set()
         self.relays: set[_Relay] = set()
+        self.isolated_ids: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
 
     # -- fault state ------------------------------------------------------------------------
 
     def _notify(self) -> None:
+        """The fault state changed: wake every waiter and every relay."""
+        self.isolated_ids = {m.peer_id for m in self.members.values() if m.isolated and m.peer_id}
         event, self.changed = self.changed, asyncio.Event()
         event.set()
         for relay in list(self.relays):
@@ -280,16 +283,11 @@ class _Proxy:
     def _member(self, name: str) -> _Member:
         return self.members.setdefault(name, _Member())
 
-    def _isolated_ids(self) -> set[str]:
-        return {m.peer_id for m in self.members.values() if m.isolated and m.peer_id}
-
     def _flows(self, conn: _Conn) -> bool:
         member = self._member(conn.member)
         if conn.kind == "client":
             return not member.blackholed
-        return not member.isolated and (
-            conn.sender is None or conn.sender not in self._isolated_ids()
-        )
+        return not member.isolated and (conn.sender is None or conn.sender not in self.isolated_ids)
 
     def _accepts(self, listener: _Listener) -> bool:
         member = self._member(listener.member)
