@@ -165,9 +165,12 @@ def test_isolated_follower_loses_its_leader_and_catches_up_after_heal(
     # is still pending when the client gives up).
     status, body = _put(follower.client_url, "/netfaults/iso/lost", "x", headers=HASLEADER)
     assert status == 503 and "no leader" in body.get("error", ""), (status, body)
-    with pytest.raises((TimeoutError, AssertionError)):
+    try:
         answer = _put(follower.client_url, "/netfaults/iso/lost2", "x", timeout=2.5)
-        assert answer[0] == 200, answer
+    except TimeoutError:
+        pass
+    else:
+        assert answer[0] != 200, answer
     # The other two still have a leader and commit.
     for member in others:
         status, body = _put(member.client_url, "/netfaults/iso/during", member.name)
@@ -355,11 +358,11 @@ def test_isolation_survives_a_restart_and_heal_undoes_everything(
 
 
 def test_peer_traffic_survives_a_busy_test_process(faulty_cluster: EtcdCluster) -> None:
-    """The proxy runs in its own process: a test that hogs its own interpreter (here 3 s of
-    pure Python, longer than etcd's 1 s election timeout) must not cost a leader election."""
+    """The proxy runs in its own process: a test that hogs its own interpreter (here 2 s of
+    pure Python, twice etcd's 1 s election timeout) must not cost a leader election."""
     url = faulty_cluster.leader().client_url
     _, before = _post(url, "/v3/maintenance/status", {})
-    deadline = time.monotonic() + 3.0
+    deadline = time.monotonic() + 2.0
     spins = 0
     while time.monotonic() < deadline:
         spins += 1
