@@ -441,3 +441,34 @@ def test_proxy_dies_with_a_sigkilled_parent() -> None:
         assert _pid_gone(int(etcd_pid))
     finally:
         shutil.rmtree(os.path.dirname(data_dir), ignore_errors=True)  # atexit never ran
+
+
+@pytest.mark.parametrize("index", [0, 2], ids=["proxy-port", "etcd-port"])
+def test_port_clash_is_retried_with_new_ports(monkeypatch: pytest.MonkeyPatch, index: int) -> None:
+    """A taken port, whether the proxy's (advertised) or etcd's own, discards the attempt."""
+    from geetcd.testing import cluster as cluster_module
+    from geetcd.testing.process import _free_ports as real_free_ports
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    calls: list[int] = []
+
+    def clashing(host: str, count: int) -> list[int]:
+        calls.append(count)
+        ports = real_free_ports(host, count)
+        if len(calls) == 1:
+            ports[index] = taken
+        return ports
+
+    monkeypatch.setattr(cluster_module, "_free_ports", clashing)
+    try:
+        with EtcdCluster(size=1, faults=True) as cluster:
+            member = cluster.member(0)
+            assert calls == [4, 4]
+            assert taken not in (_hostport(member.client_url)[1], member._client_port)
+            with _connect(member) as sock:
+                _round_trip(sock)
+    finally:
+        blocker.close()
