@@ -506,14 +506,15 @@ class EtcdCluster:
         """Cut ``member`` (an :class:`EtcdMember` or an index into ``members``) off from its peers.
 
         Both directions, established connections included: the proxy stops forwarding every
-        peer connection to the member and every peer connection the member opened (told apart
-        by the ``X-Server-From`` header etcd puts on every raft stream, raft message and
-        snapshot request), and stops accepting on its peer URL. Like dropped packets, not like
-        a refusal: connects still complete at TCP level, nothing is reset, and bytes held back
+        peer connection to the member and every peer connection the member opened, and stops
+        accepting on its peer URL. A connection's dialer is known from the ``X-Server-From``
+        header etcd puts on every raft stream, raft message and snapshot request, else (lease
+        renewals forwarded over ``/leases``, ``/version``, ``/raft/probing``) from the process
+        that holds the dialing socket, read in ``/proc`` (Linux only; elsewhere those few
+        header-less connections from the member are not cut). Like dropped packets, not like a
+        refusal: connects still complete at TCP level, nothing is reset, and bytes held back
         are delivered after :meth:`heal_network` (as TCP would retransmit them). Clients still
-        reach the member's client URL. Not cut: the few peer requests etcd sends without that
-        header (``/raft/probing``, ``/version``, ``/members``, lease renewals forwarded to the
-        leader over ``/leases``) from the member to the others.
+        reach the member's client URL.
 
         Once etcd's election timeout (1 s by default) has passed, the isolated member has no
         leader: writes and linearizable reads through it fail, serializable reads still

@@ -160,6 +160,8 @@ class EtcdMember:
         self._proc = proc
         self._paused = False
         _register(proc)
+        if self._net is not None:
+            self._net.started(self.name, proc.pid)
 
     def _reap(self, proc: subprocess.Popen[bytes]) -> None:
         _unregister(proc)

@@ -18,9 +18,13 @@ a fault state per member:
     written in both directions.
 ``isolated``
     its peer listener stops accepting and every connection through it stalls (traffic *to*
-    the member), and so does every peer connection whose first HTTP request carries
-    ``X-Server-From: <its id>`` (traffic *from* it; etcd sets that header on every raft
-    stream, raft message and snapshot request).
+    the member), and so does every peer connection the member dialed (traffic *from* it).
+    Those are told apart by the ``X-Server-From: <member id>`` header of their first HTTP
+    request (etcd sets it on every raft stream, raft message and snapshot request); for a
+    connection whose first request has none (``/raft/probing``, ``/version``, lease renewals
+    forwarded over ``/leases``; Go may reuse such a connection for raft messages later), by
+    the process holding the dialing socket (``/proc/net/tcp`` and ``/proc/<pid>/fd`` on
+    Linux; elsewhere such connections are not cut).
 ``delay``
     every chunk read from a client connection of the member, in either direction, is written
     ``delay`` seconds after it was read (order kept); a request/answer exchange therefore
@@ -31,9 +35,9 @@ when the fault is lifted it is delivered, like TCP retransmission after a networ
 request sent during a black-hole can therefore still reach etcd after the heal.
 
 Commands (``{"op": ...}``): ``listen`` (member, kind ``client``/``peer``, host, port,
-upstream), ``unlisten`` (member), ``set`` (member, id, blackholed, isolated, delay), ``heal``
-(member or null), ``stats``, ``quit``. Answers are ``{"ok": true, ...}`` or ``{"ok": false,
-"error": "...", "in_use": bool}``.
+upstream), ``unlisten`` (member), ``pid`` (member, pid), ``set`` (member, id, blackholed,
+isolated, delay), ``heal`` (member or null), ``stats``, ``quit``. Answers are ``{"ok": true,
+...}`` or ``{"ok": false, "error": "...", "in_use": bool}``.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ import asyncio
 import contextlib
 import errno
 import json
+import os
 import socket
 import struct
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +64,7 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 @dataclass
 class _Member:
+    pid: int = 0
     peer_id: str = ""
     blackholed: bool = False
     isolated: bool = False
@@ -79,7 +85,11 @@ class _Listener:
 class _Conn:
     member: str
     kind: str
-    sender: str | None = None
+    sender: str | None = None  # X-Server-From of the first request (peer connections)
+    owner: str | None = None  # the member whose process dialed it, if looked up and found
+    looked_up: bool = False
+    remote: tuple[str, int] = ("", 0)
+    local: tuple[str, int] = ("", 0)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -255,6 +265,56 @@ class _Relay:
             self.done.set_result(None)
 
 
+def _address(text: str, family: socket.AddressFamily) -> tuple[str, int]:
+    """Decode ``0100007F:0050`` (IPv4; IPv6 alike, 4 words) from /proc/net/tcp[6]."""
+    host, _, port = text.partition(":")
+    raw = bytes.fromhex(host)
+    packed = b"".join(
+        struct.pack("=I", int.from_bytes(raw[i : i + 4], "big")) for i in range(0, len(raw), 4)
+    )
+    return socket.inet_ntop(family, packed), int(port, 16)
+
+
+def _tcp_inodes() -> dict[tuple[tuple[str, int], tuple[str, int]], str]:
+    """(local address, remote address) -> socket inode, for every TCP socket of this network
+    namespace (Linux /proc; empty elsewhere)."""
+    table: dict[tuple[tuple[str, int], tuple[str, int]], str] = {}
+    for path, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            with open(path, encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            try:
+                key = (_address(fields[1], family), _address(fields[2], family))
+            except (ValueError, OSError):
+                continue
+            table[key] = fields[9]
+    return table
+
+
+def _socket_owners(pids: dict[str, int]) -> dict[str, str]:
+    """Socket inode -> name, for every socket the processes ``{name: pid}`` hold open."""
+    owners: dict[str, str] = {}
+    for name, pid in pids.items():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners[target[8:-1]] = name
+    return owners
+
+
 class _Proxy:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
@@ -262,6 +322,7 @@ class _Proxy:
         self.conns: set[_Conn] = set()
         self.relays: set[_Relay] = set()
         self.isolated_ids: set[str] = set()
+        self.isolated_names: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
 
@@ -270,6 +331,8 @@ class _Proxy:
     def _notify(self) -> None:
         """The fault state changed: wake every waiter and every relay."""
         self.isolated_ids = {m.peer_id for m in self.members.values() if m.isolated and m.peer_id}
+        self.isolated_names = {name for name, m in self.members.items() if m.isolated}
+        self._identify(self.conns)
         event, self.changed = self.changed, asyncio.Event()
         event.set()
         for relay in list(self.relays):
@@ -287,7 +350,28 @@ class _Proxy:
         member = self._member(conn.member)
         if conn.kind == "client":
             return not member.blackholed
-        return not member.isolated and (conn.sender is None or conn.sender not in self.isolated_ids)
+        return not (
+            member.isolated
+            or (conn.sender is not None and conn.sender in self.isolated_ids)
+            or (conn.owner is not None and conn.owner in self.isolated_names)
+        )
+
+    def _identify(self, conns: Iterable[_Conn]) -> None:
+        """Find the member that dialed each peer connection whose first request carried no
+        ``X-Server-From`` (Go reuses such connections for raft messages), by the owner of the
+        dialing socket in /proc. Done only while some member is isolated, once per connection.
+        """
+        if not self.isolated_names:
+            return
+        pending = [c for c in conns if c.kind == "peer" and c.sender is None and not c.looked_up]
+        if not pending:
+            return
+        inodes = _tcp_inodes()
+        owners = _socket_owners({n: m.pid for n, m in self.members.items() if m.pid})
+        for conn in pending:
+            conn.looked_up = True
+            inode = inodes.get((conn.remote, conn.local))  # the dialer's end of it
+            conn.owner = owners.get(inode) if inode is not None else None
 
     def _accepts(self, listener: _Listener) -> bool:
         member = self._member(listener.member)
@@ -349,8 +433,11 @@ class _Proxy:
         try:
             head = b""
             if conn.kind == "peer":
+                conn.remote = sock.getpeername()[:2]
+                conn.local = sock.getsockname()[:2]
                 head = await self._read_head(sock)
                 conn.sender = _sender(head)
+                self._identify([conn])
             await self._wait_until(lambda: self._flows(conn))
             relay = _Relay(self, conn)
             try:
@@ -400,6 +487,8 @@ class _Proxy:
                 )
             except OSError as exc:
                 return {"ok": False, "error": str(exc), "in_use": exc.errno == errno.EADDRINUSE}
+        elif op == "pid":
+            self._member(str(command["member"])).pid = int(command["pid"])
         elif op == "unlisten":
             self.unlisten(str(command["member"]))
         elif op == "set":

@@ -142,6 +142,10 @@ class _NetProxy:
                 raise _PortInUse(f"{text} (errno {errno.EADDRINUSE}: address already in use)")
             raise RuntimeError(text)
 
+    def started(self, member: str, pid: int) -> None:
+        """Tell the proxy the PID of ``member``'s etcd (it tells connections apart by owner)."""
+        self.call("pid", member=member, pid=pid)
+
     def unlisten(self, member: str) -> None:
         """Close the listeners of ``member``; best effort: never raises."""
         with contextlib.suppress(RuntimeError):

@@ -227,6 +227,36 @@ def test_isolation_stops_raft_traffic_in_both_directions(faulty_cluster: EtcdClu
     )
 
 
+def _keepalive(url: str, lease: str, timeout: float) -> int:
+    """One keepalive through the gateway: the TTL it answers (0 when the lease is gone)."""
+    status, body = _post(url, "/v3/lease/keepalive", {"ID": lease}, timeout=timeout)
+    assert status == 200, body
+    return int(body.get("result", {}).get("TTL", 0))
+
+
+def test_isolated_follower_cannot_forward_lease_renewals(faulty_cluster: EtcdCluster) -> None:
+    """A follower forwards keepalives to the leader over the peer URL (``POST /leases``) on a
+    connection whose requests carry no ``X-Server-From``; isolation must cut it too."""
+    leader = faulty_cluster.leader()
+    follower = faulty_cluster.followers()[0]
+    status, granted = _post(leader.client_url, "/v3/lease/grant", {"TTL": 60})
+    assert status == 200, granted
+    lease = str(granted["ID"])
+    assert _keepalive(follower.client_url, lease, 3.0) > 0  # the forwarding connection is open
+
+    faulty_cluster.isolate(follower)
+    # Sent at once, while the follower still believes in its leader (election timeout 1 s).
+    try:
+        ttl = _keepalive(follower.client_url, lease, 3.0)
+    except (TimeoutError, AssertionError):
+        ttl = 0
+    assert ttl == 0, "a renewal went from the isolated follower to the leader"
+
+    faulty_cluster.heal_network(follower)
+    faulty_cluster.wait_healthy()
+    assert _keepalive(follower.client_url, lease, 5.0) > 0
+
+
 def test_isolated_leader_is_replaced_and_rejoins(faulty_cluster: EtcdCluster) -> None:
     old = faulty_cluster.leader()
     assert old.member_id is not None
