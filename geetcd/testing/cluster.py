@@ -4,9 +4,11 @@
 on free loopback ports, waits until every member answers ``GET /health`` with
 ``{"health":"true"}``, and offers the cluster-level control that integration tests need:
 :meth:`EtcdCluster.leader` / :meth:`EtcdCluster.followers`, runtime membership changes,
-:meth:`EtcdCluster.heal` and an orderly :meth:`EtcdCluster.stop`. It can also wrap an already
-running cluster (:meth:`EtcdCluster.external`). Process plumbing and the cleanup guarantees
-live in :mod:`geetcd.testing.process`.
+:meth:`EtcdCluster.heal`, network faults (``faults=True``: :meth:`EtcdCluster.isolate`,
+:meth:`EtcdCluster.blackhole`, :meth:`EtcdCluster.delay`, through the proxy process of
+:mod:`geetcd.testing.netproxy`) and an orderly :meth:`EtcdCluster.stop`. It can also wrap an
+already running cluster (:meth:`EtcdCluster.external`). Process plumbing and the cleanup
+guarantees live in :mod:`geetcd.testing.process`.
 """
 
 from __future__ import annotations
@@ -170,7 +172,16 @@ class EtcdCluster:
         return self.members[index]
 
     def __repr__(self) -> str:
-        return f"<EtcdCluster size={len(self.members)} {self.members!r}>"
+        faults = ""
+        if self._net_state:
+            described = []
+            for name, (isolated, blackholed, delay) in sorted(self._net_state.items()):
+                what = [w for w, on in (("isolated", isolated), ("blackholed", blackholed)) if on]
+                what += [f"delay={delay:g}s"] if delay else []
+                if what:
+                    described.append(f"{name}:{'+'.join(what)}")
+            faults = f" faults=[{', '.join(described)}]" if described else ""
+        return f"<EtcdCluster size={len(self.members)}{faults} {self.members!r}>"
 
     def __enter__(self) -> EtcdCluster:
         return self.start()

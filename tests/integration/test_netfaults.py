@@ -154,6 +154,7 @@ def test_isolated_follower_loses_its_leader_and_catches_up_after_heal(
 
     faulty_cluster.isolate(follower)
     assert faulty_cluster.network_faults(follower)["isolated"] is True
+    assert f"faults=[{follower.name}:isolated]" in repr(faulty_cluster)
     lost = _wait_for(
         "the isolated follower reports no leader",
         lambda: _leader_id(follower.client_url) == 0,
