@@ -58,6 +58,7 @@ from typing import Any
 _CHUNK = 65536
 _QUEUE_LIMIT = 4 << 20  # bytes held per direction and connection before reading pauses
 _HEADER_LIMIT = 65536
+_HEAD_TIMEOUT = 2.0
 _BACKLOG = 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -462,14 +463,23 @@ class _Proxy:
                 sock.close()  # else the transport owns it and closes it once flushed
 
     async def _read_head(self, sock: socket.socket) -> bytes:
-        """Read until the end of the first request's header (or EOF, or 64 KiB)."""
+        """Read until the end of the first request's header; stop early at EOF, at 64 KiB, after
+        2 s, or when the first bytes are not an HTTP request line (peer TLS, for one)."""
         loop = asyncio.get_running_loop()
         buf = bytearray()
+        deadline = loop.time() + _HEAD_TIMEOUT
         while b"\r\n\r\n" not in buf and len(buf) < _HEADER_LIMIT:
-            data = await loop.sock_recv(sock, _CHUNK)
+            try:
+                data = await asyncio.wait_for(
+                    loop.sock_recv(sock, _CHUNK), max(0.0, deadline - loop.time())
+                )
+            except TimeoutError:
+                break
             if not data:
                 break
             buf += data
+            if not (buf[:1].isalpha() and buf[:1].isupper()):
+                break  # not an HTTP method: TLS (0x16) or something else we cannot read
         return bytes(buf)
 
     # -- control ----------------------------------------------------------------------------

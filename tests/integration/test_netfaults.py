@@ -347,6 +347,18 @@ def test_delay_adds_latency_in_each_direction(faulty_cluster: EtcdCluster) -> No
         sock.close()
 
 
+def test_peer_proxy_forwards_what_is_not_http_at_once(faulty_cluster: EtcdCluster) -> None:
+    """The peer proxy reads the first request's header to learn its sender; bytes that are not
+    an HTTP request (peer TLS starts with 0x16) must be forwarded at once, not waited on."""
+    peer = _hostport(faulty_cluster.members[0].peer_url)
+    with socket.create_connection(peer, timeout=1.0) as sock:
+        sock.sendall(b"\x16\x03\x01 x\r\n")  # one line, no end of header
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")  # etcd's answer, within 1 s
+    with socket.create_connection(peer, timeout=1.0) as sock:
+        sock.sendall(b"GET /version HTTP/1.1\r\nHost: etcd\r\n\r\n")
+        assert b"etcdserver" in _read_answer(sock)
+
+
 def test_killed_member_refuses_connections_through_the_proxy(
     faulty_cluster: EtcdCluster,
 ) -> None:
