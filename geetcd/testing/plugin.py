@@ -8,7 +8,8 @@ Command line options:
 ``--etcd-endpoints URLS``
     comma-separated client URLs of an already running cluster; ``etcd_server``,
     ``etcd_endpoints`` and ``etcd_client`` then use it instead of spawning etcd. The fault
-    fixtures (``etcd_cluster``, ``healed_cluster``) always spawn their own cluster.
+    fixtures (``etcd_cluster``, ``healed_cluster``, ``faulty_cluster``) always spawn their own
+    cluster.
 
 Fixtures:
 
