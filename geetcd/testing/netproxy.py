@@ -36,8 +36,8 @@ request sent during a black-hole can therefore still reach etcd after the heal.
 
 Commands (``{"op": ...}``): ``listen`` (member, kind ``client``/``peer``, host, port,
 upstream), ``unlisten`` (member), ``pid`` (member, pid), ``set`` (member, id, blackholed,
-isolated, delay), ``heal`` (member or null), ``stats``, ``quit``. Answers are ``{"ok": true,
-...}`` or ``{"ok": false, "error": "...", "in_use": bool}``.
+isolated, delay), ``heal`` (member or null), ``stats``, ``quit`` (not answered). Answers
+are ``{"ok": true, ...}`` or ``{"ok": false, "error": "...", "in_use": bool}``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ _CHUNK = 65536
 _QUEUE_LIMIT = 4 << 20  # bytes held per direction and connection before reading pauses
 _HEADER_LIMIT = 65536
 _HEAD_TIMEOUT = 2.0
+_ACCEPT_BATCH = 64
 _BACKLOG = 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -79,7 +80,7 @@ class _Listener:
     kind: str
     sock: socket.socket
     upstream: tuple[str, int]
-    task: asyncio.Task[None] | None = None
+    closed: bool = False
 
 
 @dataclass(eq=False)
@@ -336,6 +337,9 @@ class _Proxy:
         self._identify(self.conns)
         event, self.changed = self.changed, asyncio.Event()
         event.set()
+        for member in self.members.values():
+            for listener in member.listeners.values():
+                self._watch(listener)
         for relay in list(self.relays):
             relay.changed()
 
@@ -402,23 +406,35 @@ class _Proxy:
             raise
         listener = _Listener(member, kind, sock, (host, upstream))
         state.listeners[kind] = listener
-        listener.task = self._spawn(self._accept_loop(listener))
+        self._watch(listener)
 
     def unlisten(self, member: str) -> None:
+        loop = asyncio.get_running_loop()
         state = self._member(member)
         for listener in state.listeners.values():
-            if listener.task is not None:
-                listener.task.cancel()
+            listener.closed = True
+            loop.remove_reader(listener.sock.fileno())
             listener.sock.close()
         state.listeners.clear()
 
-    async def _accept_loop(self, listener: _Listener) -> None:
+    def _watch(self, listener: _Listener) -> None:
+        """Accept on ``listener`` while its member's faults allow it, else leave connections in
+        the kernel's backlog."""
         loop = asyncio.get_running_loop()
-        while True:  # ends when unlisten() cancels it
-            await self._wait_until(lambda: self._accepts(listener))
+        if listener.closed:
+            return
+        if self._accepts(listener):
+            loop.add_reader(listener.sock.fileno(), self._accept, listener)
+        else:
+            loop.remove_reader(listener.sock.fileno())
+
+    def _accept(self, listener: _Listener) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            if listener.closed or not self._accepts(listener):
+                return
             try:
-                sock, _ = await loop.sock_accept(listener.sock)
-            except OSError:
+                sock, _ = listener.sock.accept()
+            except OSError:  # nothing left to accept (EAGAIN), or the listener is closed
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -530,7 +546,10 @@ class _Proxy:
         buf = b""
         try:
             while True:  # ends when the controlling process closes its end or sends quit
-                data = await loop.sock_recv(self.control, 65536)
+                try:
+                    data = await loop.sock_recv(self.control, 65536)
+                except OSError:
+                    return  # the controlling process is gone
                 if not data:
                     return
                 buf += data
@@ -541,8 +560,11 @@ class _Proxy:
                         answer = self.handle(command)
                     except (ValueError, KeyError, TypeError) as exc:
                         command, answer = {}, {"ok": False, "error": repr(exc), "in_use": False}
-                    await loop.sock_sendall(self.control, json.dumps(answer).encode() + b"\n")
                     if command.get("op") == "quit":
+                        return  # no answer: the controlling process has closed its end
+                    try:
+                        await loop.sock_sendall(self.control, json.dumps(answer).encode() + b"\n")
+                    except OSError:
                         return
         finally:
             for name in list(self.members):
