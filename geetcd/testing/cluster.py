@@ -4,9 +4,11 @@
 on free loopback ports, waits until every member answers ``GET /health`` with
 ``{"health":"true"}``, and offers the cluster-level control that integration tests need:
 :meth:`EtcdCluster.leader` / :meth:`EtcdCluster.followers`, runtime membership changes,
-:meth:`EtcdCluster.heal` and an orderly :meth:`EtcdCluster.stop`. It can also wrap an already
-running cluster (:meth:`EtcdCluster.external`). Process plumbing and the cleanup guarantees
-live in :mod:`geetcd.testing.process`.
+:meth:`EtcdCluster.heal`, network faults (``faults=True``: :meth:`EtcdCluster.isolate`,
+:meth:`EtcdCluster.blackhole`, :meth:`EtcdCluster.delay`, through the proxy process of
+:mod:`geetcd.testing.netproxy`) and an orderly :meth:`EtcdCluster.stop`. It can also wrap an
+already running cluster (:meth:`EtcdCluster.external`). Process plumbing and the cleanup
+guarantees live in :mod:`geetcd.testing.process`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from geetcd.testing.binary import EtcdBinaryNotFound, find_etcd_binary
 from geetcd.testing.member import EtcdMember
+from geetcd.testing.network import _NetProxy
 from geetcd.testing.process import (
     _POLL_INTERVAL,
     _REQUEST_ERRORS,
@@ -72,6 +75,15 @@ class EtcdCluster:
     Data dirs and logs live under ``data_root`` if given (kept on :meth:`stop`), else under a
     fresh ``tempfile.mkdtemp(prefix="geetcd-etcd-")`` that :meth:`stop` removes. ``binary``
     overrides :func:`~geetcd.testing.find_etcd_binary`.
+
+    ``faults=True`` puts a TCP proxy (one child process per cluster,
+    :mod:`geetcd.testing.netproxy`) in front of every member's client URL and peer URL: etcd
+    listens on ``listen_client_url`` / ``listen_peer_url`` and advertises the proxy's
+    ``client_url`` / ``peer_url``, so clients, the member list and raft traffic all pass
+    through it. That enables :meth:`isolate`, :meth:`blackhole`, :meth:`delay` and
+    :meth:`heal_network`. Killing or stopping a member closes its proxy listeners, so connects
+    are refused as they would be by the member itself. It is off by default: the proxy costs
+    throughput (measured in the README) and is one more process.
     """
 
     def __init__(
@@ -86,6 +98,7 @@ class EtcdCluster:
         name_prefix: str = "m",
         progress_notify_interval: float | None = None,
         binary: str | None = None,
+        faults: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, not {size}")
@@ -101,6 +114,9 @@ class EtcdCluster:
         self.name_prefix = name_prefix
         self.progress_notify_interval = progress_notify_interval
         self.members: list[EtcdMember] = []
+        self.faults = faults
+        self._net: _NetProxy | None = None
+        self._net_state: dict[str, tuple[bool, bool, float]] = {}
         self._binary = binary
         self._root: str | None = None
         self._token = ""
@@ -146,12 +162,26 @@ class EtcdCluster:
         """Client URLs of the current members, in member order."""
         return [m.client_url for m in self.members]
 
+    @property
+    def proxy_pid(self) -> int | None:
+        """PID of the network proxy process (``faults=True``, while started), else ``None``."""
+        return self._net.pid if self._net is not None else None
+
     def member(self, index: int) -> EtcdMember:
         """Return ``members[index]``."""
         return self.members[index]
 
     def __repr__(self) -> str:
-        return f"<EtcdCluster size={len(self.members)} {self.members!r}>"
+        faults = ""
+        if self._net_state:
+            described = []
+            for name, (isolated, blackholed, delay) in sorted(self._net_state.items()):
+                what = [w for w, on in (("isolated", isolated), ("blackholed", blackholed)) if on]
+                what += [f"delay={delay:g}s"] if delay else []
+                if what:
+                    described.append(f"{name}:{'+'.join(what)}")
+            faults = f" faults=[{', '.join(described)}]" if described else ""
+        return f"<EtcdCluster size={len(self.members)}{faults} {self.members!r}>"
 
     def __enter__(self) -> EtcdCluster:
         return self.start()
@@ -173,9 +203,9 @@ class EtcdCluster:
             binary,
             f"--name={member.name}",
             f"--data-dir={member.data_dir}",
-            f"--listen-client-urls={member.client_url}",
+            f"--listen-client-urls={member.listen_client_url}",
             f"--advertise-client-urls={member.client_url}",
-            f"--listen-peer-urls={member.peer_url}",
+            f"--listen-peer-urls={member.listen_peer_url}",
             f"--initial-advertise-peer-urls={member.peer_url}",
             f"--initial-cluster={initial_cluster}",
             f"--initial-cluster-state={state}",
@@ -192,17 +222,24 @@ class EtcdCluster:
         command.extend(self.extra_args)
         return command
 
-    def _new_member(self, client_port: int, peer_port: int) -> EtcdMember:
+    def _ports_per_member(self) -> int:
+        return 4 if self.faults else 2
+
+    def _new_member(self, ports: Sequence[int]) -> EtcdMember:
+        """A member on ``ports``: client, peer (and, with faults, etcd's own client, peer)."""
         assert self._root is not None
         name = f"{self.name_prefix}{self._next_index}"
         self._next_index += 1
         return EtcdMember(
             name=name,
             host=self.host,
-            client_port=client_port,
-            peer_port=peer_port,
+            client_port=ports[0],
+            peer_port=ports[1],
             data_dir=os.path.join(self._root, name),
             log_path=os.path.join(self._root, f"{name}.log"),
+            listen_client_port=ports[2] if self.faults else None,
+            listen_peer_port=ports[3] if self.faults else None,
+            net=self._net,
         )
 
     def start(self) -> EtcdCluster:
@@ -233,6 +270,8 @@ class EtcdCluster:
             self._root = tempfile.mkdtemp(prefix="geetcd-etcd-")
             _register_temp_root(self._root)
         try:
+            if self.faults:
+                self._net = _NetProxy(os.path.join(self._root, "netproxy.log"))
             for attempt in range(_PORT_RETRIES + 1):
                 try:
                     self._start_attempt(binary)
@@ -250,8 +289,9 @@ class EtcdCluster:
     def _start_attempt(self, binary: str) -> None:
         self._token = f"geetcd-{secrets.token_hex(4)}"
         self._next_index = 1
-        ports = _free_ports(self.host, 2 * self.size)
-        members = [self._new_member(ports[2 * i], ports[2 * i + 1]) for i in range(self.size)]
+        n = self._ports_per_member()
+        ports = _free_ports(self.host, n * self.size)
+        members = [self._new_member(ports[n * i : n * (i + 1)]) for i in range(self.size)]
         initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
         for m in members:
             m._command = self._command(binary, m, initial_cluster, "new")
@@ -334,6 +374,10 @@ class EtcdCluster:
                 if not _wait_exit(proc, max(0.0, deadline - time.monotonic())):
                     m.kill()
                 m._reap(proc)
+        net, self._net = self._net, None
+        if net is not None:
+            net.close()
+        self._net_state.clear()
         root = self._root
         if root is not None and self.data_root is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -360,11 +404,13 @@ class EtcdCluster:
     def leader(self) -> EtcdMember:
         """Return the member that is the raft leader, asking every running, non-paused member.
 
-        Sends ``POST /v3/maintenance/status`` to each; among the answers with the highest raft
-        term, the reported ``leader`` id is matched against each member's own id (the
-        ``header.member_id`` of its own status answer). A leader that is paused or not running
-        (followers keep naming the old leader during an election) does not count. Retries every
-        0.1 s for up to 10 s; then raises :class:`RuntimeError`.
+        Sends ``POST /v3/maintenance/status`` to each; among the answers that name a leader, those
+        with the highest raft term decide, and the reported ``leader`` id is matched against each
+        member's own id (the ``header.member_id`` of its own status answer). (A member cut off
+        from its peers campaigns at ever higher terms without a leader; it does not count.) A
+        leader that is paused or not running (followers keep naming the old leader during an
+        election) does not count. Retries every 0.1 s for up to 10 s; then raises
+        :class:`RuntimeError`.
         """
         deadline = time.monotonic() + _LEADER_TIMEOUT
         last = "no member answered"
@@ -379,9 +425,12 @@ class EtcdCluster:
                     last = f"{m.name}: {_describe(exc)}"
                     continue
                 answers.append((term, leader_id))
+            if answers and not any(lid for _, lid in answers):
+                last = "no member reports a leader"
+            answers = [(term, lid) for term, lid in answers if lid]
             if answers:
                 top = max(term for term, _ in answers)
-                ids = {lid for term, lid in answers if term == top and lid}
+                ids = {lid for term, lid in answers if term == top}
                 if len(ids) == 1:
                     (leader_id,) = ids
                     for m in self.members:
@@ -391,7 +440,7 @@ class EtcdCluster:
                             return m
                     last = f"reported leader {leader_id} is not an available member"
                 else:
-                    last = f"leaders reported at term {top}: {sorted(ids) or 'none'}"
+                    last = f"leaders reported at term {top}: {sorted(ids)}"
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"no leader among the running members within 10 s: {last}")
             _sleep(_POLL_INTERVAL)
@@ -405,11 +454,14 @@ class EtcdCluster:
         return [m for m in self.members if m is not leader]
 
     def heal(self) -> None:
-        """Undo fault injection: resume paused members, restart stopped or killed ones.
+        """Undo fault injection: lift network faults (:meth:`heal_network`), resume paused
+        members, restart stopped or killed ones.
 
         Then waits (``startup_timeout``) until every member is healthy; raises
         :class:`RuntimeError` if one is not. Members added or removed at runtime stay so.
         """
+        if self._net is not None:
+            self.heal_network()
         for m in self.members:
             if not m._external and m.is_paused:
                 m.resume()
@@ -417,6 +469,122 @@ class EtcdCluster:
             if not m._external and not m.is_running:
                 m.restart(wait=False)
         self.wait_healthy(self.startup_timeout)
+
+    # -- network faults (faults=True) ---------------------------------------------------------
+
+    def _require_net(self, action: str) -> _NetProxy:
+        if self._net is None:
+            raise RuntimeError(
+                f"cannot {action}: create the cluster with EtcdCluster(..., faults=True) and "
+                "start it"
+            )
+        return self._net
+
+    def _net_member(self, member: EtcdMember | int, action: str) -> tuple[_NetProxy, EtcdMember]:
+        net = self._require_net(action)
+        target = self.members[member] if isinstance(member, int) else member
+        if target not in self.members:
+            raise ValueError(f"{target!r} is not a member of this cluster")
+        return net, target
+
+    def _set_net(
+        self,
+        member: EtcdMember | int,
+        action: str,
+        *,
+        isolated: bool | None = None,
+        blackholed: bool | None = None,
+        delay: float | None = None,
+    ) -> None:
+        net, target = self._net_member(member, action)
+        old_isolated, old_blackholed, old_delay = self._net_state.get(
+            target.name, (False, False, 0.0)
+        )
+        state = (
+            old_isolated if isolated is None else isolated,
+            old_blackholed if blackholed is None else blackholed,
+            old_delay if delay is None else delay,
+        )
+        if state[0] and target.member_id is None:
+            target._status()
+        peer_id = format(target.member_id, "x") if target.member_id is not None else ""
+        net.set(
+            target.name, peer_id=peer_id, isolated=state[0], blackholed=state[1], delay=state[2]
+        )
+        self._net_state[target.name] = state
+
+    def isolate(self, member: EtcdMember | int) -> None:
+        """Cut ``member`` (an :class:`EtcdMember` or an index into ``members``) off from its peers.
+
+        Both directions, established connections included: the proxy stops forwarding every
+        peer connection to the member and every peer connection the member opened, and stops
+        accepting on its peer URL. A connection's dialer is known from the ``X-Server-From``
+        header etcd puts on every raft stream, raft message and snapshot request, else (lease
+        renewals forwarded over ``/leases``, ``/version``, ``/raft/probing``) from the process
+        that holds the dialing socket, read in ``/proc`` (Linux only; elsewhere those few
+        header-less connections from the member are not cut). Like dropped packets, not like a
+        refusal: connects still complete at TCP level, nothing is reset, and bytes held back
+        are delivered after :meth:`heal_network` (as TCP would retransmit them). Clients still
+        reach the member's client URL.
+
+        Once etcd's election timeout (1 s by default) has passed, the isolated member has no
+        leader: writes and linearizable reads through it fail, serializable reads still
+        answer, and the other members elect a leader among themselves if they have a quorum.
+        Returns at once. Raises :class:`RuntimeError` unless the cluster was started with
+        ``faults=True``, :class:`ValueError` for a foreign member.
+        """
+        self._set_net(member, "isolate a member", isolated=True)
+
+    def blackhole(self, member: EtcdMember | int) -> None:
+        """Drop the client traffic of ``member`` (a member or an index into ``members``).
+
+        The proxy on its client URL stops accepting connections and stops reading and writing
+        the established ones, in both directions. A new connect still succeeds (the kernel
+        completes the handshake into the listen backlog of 1024, capped by
+        ``net.core.somaxconn``; past that the SYN goes unanswered), but no byte of an answer
+        arrives: nothing is refused or reset, so clients see timeouts only. Bytes held back are
+        delivered after :meth:`heal_network`, so a request sent during the black-hole may
+        still be executed then (as a real network's retransmission would). Peer traffic is
+        untouched: the member stays in the cluster and keeps applying writes. Returns at once.
+        Raises like :meth:`isolate`.
+        """
+        self._set_net(member, "black-hole a member", blackholed=True)
+
+    def delay(self, member: EtcdMember | int, seconds: float) -> None:
+        """Delay the client traffic of ``member`` by ``seconds`` in each direction.
+
+        Every chunk the proxy reads from a client connection of the member, request or answer,
+        is written ``seconds`` after it was read, in order; a request/answer exchange thus
+        takes at least ``2 * seconds`` longer (chunks already in the proxy keep the delay they
+        were read with). Connection setup is not delayed, peer traffic is not delayed.
+        ``seconds=0`` removes the delay. Raises :class:`ValueError` for a negative delay, else
+        like :meth:`isolate`.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, not {seconds}")
+        self._set_net(member, "delay a member", delay=float(seconds))
+
+    def heal_network(self, member: EtcdMember | int | None = None) -> None:
+        """Lift :meth:`isolate`, :meth:`blackhole` and :meth:`delay` on ``member``, or on all.
+
+        Held-back connections resume and listeners accept again at once; this does not wait
+        for the member to catch up or have a leader (:meth:`wait_healthy` does). Does not
+        resume paused or restart killed members (:meth:`heal` does both). Raises like
+        :meth:`isolate`.
+        """
+        if member is None:
+            self._require_net("heal the network").call("heal", member=None)
+            self._net_state.clear()
+            return
+        net, target = self._net_member(member, "heal the network")
+        net.call("heal", member=target.name)
+        self._net_state.pop(target.name, None)
+
+    def network_faults(self, member: EtcdMember | int) -> dict[str, bool | float]:
+        """The network faults in force on ``member``: ``isolated``, ``blackholed``, ``delay``."""
+        _, target = self._net_member(member, "read network faults")
+        isolated, blackholed, delay = self._net_state.get(target.name, (False, False, 0.0))
+        return {"isolated": isolated, "blackholed": blackholed, "delay": delay}
 
     # -- runtime reconfiguration --------------------------------------------------------------
 
@@ -463,8 +631,7 @@ class EtcdCluster:
         """
         binary = self._require_started("add a member")
         for attempt in range(_PORT_RETRIES + 1):
-            client_port, peer_port = _free_ports(self.host, 2)
-            member = self._new_member(client_port, peer_port)
+            member = self._new_member(_free_ports(self.host, self._ports_per_member()))
             answer = self._add_request(member.peer_url)
             new_id = int(answer["member"]["ID"])
             member.member_id = new_id
@@ -528,3 +695,6 @@ class EtcdCluster:
                 raise
         member.stop()
         self.members.remove(member)
+        if self._net is not None and member.name in self._net_state:
+            del self._net_state[member.name]
+            self._net.call("heal", member=member.name)

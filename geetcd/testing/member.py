@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geetcd.testing.process import (
     _ADDRESS_IN_USE,
@@ -39,6 +39,9 @@ from geetcd.testing.process import (
     _wait_exit,
 )
 
+if TYPE_CHECKING:
+    from geetcd.testing.network import _NetProxy
+
 __all__ = ["EtcdMember"]
 
 _HEALTH_TIMEOUT = 1.0
@@ -50,6 +53,13 @@ class EtcdMember:
     ``name``, ``client_url``, ``peer_url`` and ``data_dir`` are fixed for the member's life;
     restarts reuse them. ``member_id`` is the etcd member id (an int that may exceed 2**63),
     known once the member has answered a status request, else ``None``.
+
+    ``client_url`` and ``peer_url`` are the URLs etcd advertises (what clients and peers use);
+    ``listen_client_url`` and ``listen_peer_url`` are where etcd itself listens. They are the
+    same unless the cluster was created with ``faults=True``: then the advertised URLs belong
+    to the cluster's network proxy, which forwards to the listen URLs. The harness's own
+    health, status and metrics requests always go to ``listen_client_url``, so they work while
+    a member is black-holed or delayed.
     """
 
     def __init__(
@@ -62,15 +72,25 @@ class EtcdMember:
         data_dir: str,
         log_path: str,
         external: bool = False,
+        listen_client_port: int | None = None,
+        listen_peer_port: int | None = None,
+        net: _NetProxy | None = None,
     ) -> None:
         self.name = name
         self.client_url = _url(host, client_port)
         self.peer_url = _url(host, peer_port) if peer_port is not None else ""
+        listen_client_port = listen_client_port or client_port
+        listen_peer_port = listen_peer_port or peer_port
+        self.listen_client_url = _url(host, listen_client_port)
+        self.listen_peer_url = _url(host, listen_peer_port) if listen_peer_port else ""
         self.data_dir = data_dir
         self.log_path = log_path
         self.member_id: int | None = None
         self._host = host
-        self._client_port = client_port
+        self._client_port = listen_client_port
+        self._proxy_ports = (client_port, peer_port)
+        self._listen_ports = (listen_client_port, listen_peer_port)
+        self._net = net
         self._external = external
         self._command: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
@@ -121,6 +141,7 @@ class EtcdMember:
             raise RuntimeError(f"{self!r} is already running")
         if not self._command:
             raise RuntimeError(f"{self!r} has no command line")
+        self._net_up()
         os.makedirs(os.path.dirname(self.log_path) or ".", exist_ok=True)
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()
@@ -139,10 +160,32 @@ class EtcdMember:
         self._proc = proc
         self._paused = False
         _register(proc)
+        if self._net is not None:
+            self._net.started(self.name, proc.pid)
 
     def _reap(self, proc: subprocess.Popen[bytes]) -> None:
         _unregister(proc)
         self._paused = False
+        self._net_down()
+
+    def _net_up(self) -> None:
+        """Open this member's proxy listeners (faults=True only); :class:`_PortInUse` if taken."""
+        net = self._net
+        if net is None:
+            return
+        for kind, port, upstream in zip(
+            ("client", "peer"), self._proxy_ports, self._listen_ports, strict=True
+        ):
+            if port is not None and upstream is not None:
+                net.listen(self.name, kind, self._host, port, upstream)
+
+    def _net_down(self) -> None:
+        """Close this member's proxy listeners, so that connects are refused as by a dead etcd.
+
+        Connections already established through the proxy stay; they end when etcd's end does.
+        """
+        if self._net is not None:
+            self._net.unlisten(self.name)
 
     def kill(self) -> None:
         """Send SIGKILL and wait until the process has exited (no-op when not running).
@@ -152,6 +195,7 @@ class EtcdMember:
         self._require_owned("kill")
         proc = self._proc
         if proc is None:
+            self._net_down()
             return
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

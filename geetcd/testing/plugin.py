@@ -8,7 +8,8 @@ Command line options:
 ``--etcd-endpoints URLS``
     comma-separated client URLs of an already running cluster; ``etcd_server``,
     ``etcd_endpoints`` and ``etcd_client`` then use it instead of spawning etcd. The fault
-    fixtures (``etcd_cluster``, ``healed_cluster``) always spawn their own cluster.
+    fixtures (``etcd_cluster``, ``healed_cluster``, ``faulty_cluster``) always spawn their own
+    cluster.
 
 Fixtures:
 
@@ -23,6 +24,14 @@ Fixtures:
     the module's ``etcd_cluster``, healed (:meth:`~geetcd.testing.EtcdCluster.heal`) after the
     test. **Fault tests (kill, pause, add/remove members) must request this one**, so that the
     next test gets a complete, healthy cluster again.
+``etcd_faulty_cluster`` (module)
+    a started 3-member cluster (v2 enabled) with ``faults=True``: every member behind the
+    network proxy, so tests can :meth:`~geetcd.testing.EtcdCluster.isolate`,
+    :meth:`~geetcd.testing.EtcdCluster.blackhole` and
+    :meth:`~geetcd.testing.EtcdCluster.delay` members.
+``faulty_cluster`` (function)
+    the module's ``etcd_faulty_cluster``, healed after the test (network faults lifted, paused
+    members resumed, killed ones restarted, all healthy). Network fault tests request this one.
 ``etcd_prefix`` (function)
     a unique key prefix such as ``"/geetcd-test/test_put-1a2b3c4d/"``.
 ``etcd_client`` (function)
@@ -75,9 +84,11 @@ __all__ = [
     "etcd_cluster",
     "etcd_cluster_healed",
     "etcd_endpoints",
+    "etcd_faulty_cluster",
     "etcd_prefix",
     "etcd_server",
     "etcd_version",
+    "faulty_cluster",
     "healed_cluster",
     "session_etcd_version",
 ]
@@ -260,6 +271,23 @@ def etcd_cluster_healed(etcd_cluster: EtcdCluster) -> Iterator[EtcdCluster]:
 def healed_cluster(etcd_cluster_healed: EtcdCluster) -> EtcdCluster:
     """Alias of ``etcd_cluster_healed``: use it for tests that kill, pause or reconfigure."""
     return etcd_cluster_healed
+
+
+@pytest.fixture(scope="module")
+def etcd_faulty_cluster() -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster (v2 enabled) behind the network proxy (``faults=True``), shared
+    by one test module. Fault tests must request ``faulty_cluster``, which heals it afterwards.
+    """
+    with EtcdCluster(size=3, enable_v2=True, faults=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def faulty_cluster(etcd_faulty_cluster: EtcdCluster) -> Iterator[EtcdCluster]:
+    """The module's ``etcd_faulty_cluster``; after the test, :meth:`EtcdCluster.heal` (network
+    faults lifted, members resumed or restarted) and waits until every member is healthy."""
+    yield etcd_faulty_cluster
+    etcd_faulty_cluster.heal()
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
