@@ -24,19 +24,15 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import gevent
 import gevent.queue
 
 from geetcd._executor import Attempt
 from geetcd.cluster import Member
-from geetcd.errors import (
-    ClusterUnavailable,
-    DeadlineExceeded,
-    EtcdError,
-    UnavailableError,
-)
+from geetcd.errors import ClientClosed, ClusterUnavailable, DeadlineExceeded, EtcdError
+from geetcd.supervisor import RECONNECT_BACKOFF, supervise
 from geetcd.transport import Stream
 from geetcd.v2.errors import EventIndexCleared, KeyNotFound
 from geetcd.v2.models import Response, Resync
@@ -76,39 +72,47 @@ def _read_body(stream: Stream) -> bytes:
         chunks.append(chunk)
 
 
-def long_poll(
-    core: Core,
-    liveness: float,
-    path: str,
-    deadline: float | None,
-    on_member: Callable[[Member], None] | None = None,
-) -> Response:
-    """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
+class _LongPoll:
+    """One v2 wait as the stream supervisor (:func:`geetcd.supervisor.supervise`) runs it:
+    opened on a member, served until its one event (kept in ``result``), resumed elsewhere
+    with the same ``waitIndex`` when its member fails."""
 
-    The wait is opened through the core's attempt loop (``Executor.run``: one pick
-    policy, one backoff, one in-flight count); the open ends at the first byte of the
-    answer, and the body (the event) is then read outside the loop, watched over by the
-    core's stream-liveness supervisor (its member probed every ``liveness`` seconds).
-    ``deadline`` (monotonic) bounds the whole wait, failovers included: DeadlineExceeded
-    when it passes. With None the wait has no end of its own, but ClusterUnavailable is
-    raised when no member could be reached within a whole client ``timeout`` (chained to
-    the last failure). A member that fails (refused, broken, hung, transient error answer)
-    is benched and the same wait is sent to another one. Deterministic error answers
-    (EventIndexCleared, ...) are raised as is. The stream is always closed (never pooled
-    while live), also when the calling greenlet is killed. ``on_member`` is told each
-    member a wait is sent to.
-    """
-    executor = core.executor
-    core.start()
-    avoid: list[Member] = []
+    stream_kind: ClassVar[str] = "v2_wait"
 
-    def open_wait(attempt: Attempt) -> tuple[Stream, Member]:
+    def __init__(
+        self,
+        core: Core,
+        liveness: float,
+        path: str,
+        *,
+        deadline: float | None,
+        on_member: Callable[[Member], None] | None,
+        stopped: Callable[[], bool] | None,
+    ) -> None:
+        self.core = core
+        self.liveness = liveness
+        self.path = path
+        self.deadline = deadline
+        self.on_member = on_member
+        self.stopped_by_owner = stopped
+        self.failures = 0
+        self.result: Response | None = None
+
+    def describe(self) -> str:
+        return f"v2 wait {self.path}"
+
+    def stopped(self) -> bool:
+        return self.result is not None or (
+            self.stopped_by_owner is not None and self.stopped_by_owner()
+        )
+
+    def open(self, attempt: Attempt) -> Stream:
         member = attempt.member
-        if on_member is not None:
-            on_member(member)
-        stream = core.transport.open_stream(
+        if self.on_member is not None:
+            self.on_member(member)
+        stream = self.core.transport.open_stream(
             member.url,
-            path,
+            self.path,
             None,
             connect_timeout=attempt.connect_timeout,
             first_byte_timeout=attempt.read_timeout,
@@ -120,34 +124,80 @@ def long_poll(
                 raise error_from_answer(stream.status, stream.read_all(), {}, member.url)
             finally:
                 stream.close()
-        return stream, member
+        return stream
 
-    while True:
-        open_deadline = deadline if deadline is not None else _monotonic() + executor.timeout
+    def serve(self, stream: Stream, member: Member) -> EtcdError | None:
         try:
-            stream, member = executor.run(
-                open_wait,
-                what=f"v2 wait {path}",
-                idempotent=True,
-                deadline=open_deadline,
-                auth=False,
-                avoid=avoid,
+            self.result = _read_event(
+                self.core, _Wait(stream, member, self.liveness), self.path, self.deadline
             )
         except EtcdError as exc:
-            if deadline is not None or not exc.transient or isinstance(exc, ClusterUnavailable):
-                raise
-            raise ClusterUnavailable(
-                f"v2 wait {path}: no member could be reached within {executor.timeout} s",
-                errors={m.url: m.last_error for m in core.cluster.members},
-            ) from exc
-        try:
-            return _read_event(core, _Wait(stream, member, liveness), path, deadline)
-        except EtcdError as exc:
-            if not exc.transient or isinstance(exc, DeadlineExceeded):
-                raise
-            core.cluster.mark_failed(member, exc)
-            avoid = [member]
-            log.info("v2 wait on %s failed (%s); moving on", member.url, exc)
+            return exc
+        self.failures = 0
+        return None
+
+    def unreachable(self, error: EtcdError) -> None:
+        log.warning("%s: no member usable (%s); still trying", self.describe(), error)
+
+    def failed(self, member: Member, error: EtcdError) -> None:
+        log.info("v2 wait on %s failed (%s); moving on", member.url, error)
+
+
+def long_poll(
+    core: Core,
+    liveness: float,
+    path: str,
+    deadline: float | None,
+    on_member: Callable[[Member], None] | None = None,
+) -> Response:
+    """Wait for the one event ``path`` (a ``watch_request`` path) asks for, on any member.
+
+    Run by the core's one stream supervisor (:func:`geetcd.supervisor.supervise`): opened
+    through the attempt loop (one pick policy, one in-flight count), the open ending at the
+    first byte of the answer; the body (the event) is then read watched over by the core's
+    stream-liveness supervisor (its member probed while the wait lasts). A member that fails
+    (refused, broken, hung, transient error answer) is benched and the same wait is sent to
+    another one, with the supervisor's backoff after repeated failures.
+
+    ``deadline`` (monotonic) bounds the whole wait, failovers included: DeadlineExceeded when
+    it passes. With None the wait has no end of its own, but ClusterUnavailable is raised
+    when no member could be reached within a whole client ``timeout`` (chained to the last
+    failure). Deterministic error answers (EventIndexCleared, ...) are raised as is;
+    ClientClosed once the client closed. The stream is always closed (never pooled while
+    live), also when the calling greenlet is killed. ``on_member`` is told each member a wait
+    is sent to.
+    """
+    core.start()
+    poll = _LongPoll(core, liveness, path, deadline=deadline, on_member=on_member, stopped=None)
+    try:
+        supervise(core, poll, auth=False, persistent=False, deadline=deadline)
+    except EtcdError as exc:
+        if deadline is not None or not exc.transient or isinstance(exc, ClusterUnavailable):
+            raise
+        raise ClusterUnavailable(
+            f"v2 wait {path}: no member could be reached within {core.executor.timeout} s",
+            errors={m.url: m.last_error for m in core.cluster.members},
+        ) from exc
+    if poll.result is None:
+        raise ClientClosed()  # the supervisor returns without a result only when closed
+    return poll.result
+
+
+def poll_until_stopped(
+    core: Core,
+    liveness: float,
+    path: str,
+    on_member: Callable[[Member], None],
+    stopped: Callable[[], bool],
+) -> Response | None:
+    """:func:`long_poll` for a persistent watch: no deadline, never gives up while members
+    are unreachable (the supervisor backs off and tries again) until ``stopped()``; returns
+    the event, or None once stopped (or the client closed). Raises deterministic error
+    answers (EventIndexCleared, ...)."""
+    core.start()
+    poll = _LongPoll(core, liveness, path, deadline=None, on_member=on_member, stopped=stopped)
+    supervise(core, poll, auth=False, persistent=True)
+    return poll.result
 
 
 def _read_event(core: Core, wait: _Wait, path: str, deadline: float | None) -> Response:
@@ -306,7 +356,9 @@ class V2Watch:
         while not self._stopped():
             path = watch_request(self.key, self._next_index, recursive=self.recursive).path
             try:
-                response = long_poll(self._core, self._liveness, path, None, self._on_member)
+                response = poll_until_stopped(
+                    self._core, self._liveness, path, self._on_member, self._stopped
+                )
             except EventIndexCleared as exc:
                 resync = self._resync(exc)
                 if resync is None:
@@ -314,12 +366,8 @@ class V2Watch:
                 self._next_index = resync.etcd_index + 1
                 self._queue.put(resync)
                 continue
-            except (ClusterUnavailable, DeadlineExceeded) as exc:
-                if self._stopped():
-                    return
-                log.warning("v2 watch on %r: no member usable (%s); still trying", self.key, exc)
-                gevent.sleep(0.5)
-                continue
+            if response is None:
+                return  # stopped
             self._next_index = response.node.modified_index + 1
             self._queue.put(response)
 
@@ -331,14 +379,18 @@ class V2Watch:
 
     def _resync(self, cleared: EventIndexCleared) -> Resync | None:
         """Read the key again after a 401; None if the client closed meanwhile."""
+        failures = 0
         while not self._stopped():
             try:
                 response = self._reread()
             except KeyNotFound as missing:
                 return Resync(None, missing.index or cleared.index)
-            except (UnavailableError, ClusterUnavailable, DeadlineExceeded) as exc:
+            except EtcdError as exc:
+                if not (exc.transient or exc.waited_out) or self._stopped():
+                    raise
+                failures += 1
                 log.warning("v2 watch on %r: re-read failed (%s); retrying", self.key, exc)
-                gevent.sleep(0.5)
+                gevent.sleep(RECONNECT_BACKOFF.compute(failures))
                 continue
             log.info(
                 "v2 watch on %r: index %d cleared from history; resynced at %d",
