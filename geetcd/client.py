@@ -298,9 +298,20 @@ class Client:
         response: RangeResponse
         if self._reads is not None and retry is None:
             self._core.start()
-            response = self._reads.range(body, serializable=serial, revision=at, timeout=timeout)
+            response = self._reads.range(
+                body, serializable=serial, revision=at, timeout=timeout, name="get"
+            )
         else:
-            response = self._call(kv_proto.RANGE, body, self._parse_range, True, timeout, retry)
+            self._core.start()
+            response = self._core.executor.call(
+                kv_proto.RANGE,
+                body,
+                self._parse_range,
+                idempotent=True,
+                timeout=timeout,
+                retry=retry,
+                name="get",
+            )
         return response.kvs[0] if response.kvs else None
 
     def get_prefix(self, prefix: str | bytes, **options: Any) -> list[KeyValue]:

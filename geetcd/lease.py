@@ -256,6 +256,8 @@ class Lease:
             return
         self.lost_reason = reason
         self._client.core.keepalive.discard(self)
+        if self._client.core.observers.active:
+            self._client.core.observers.emit("lease_lost", reason.value)
         if reason is not LeaseLoss.REVOKED:
             log.info("lease %d lost: %s", self.id, reason.value)
         self.lost.set()

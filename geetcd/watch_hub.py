@@ -425,6 +425,9 @@ class ServerStream:
             self._on_created(response, member, started)
             return
         if response.events:
+            observers = self.hub.core.observers
+            if observers.active:
+                observers.emit("watch_events", len(response.events))
             for batch in group_by_revision(response.events):
                 if batch.revision < self.next_revision:
                     continue  # already delivered (defensive: a resume never replays them)

@@ -1,0 +1,409 @@
+"""The Prometheus side of :mod:`geetcd.metrics` (imported only when ``prometheus_client`` is
+installed): the metric families shared by every client instrumented on one registry, the
+per-client observer and the scrape-time pool collector."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from geetcd.errors import InvalidArgument, InvalidType
+from geetcd.metrics import BATCH_BUCKETS, DURATION_BUCKETS, outcome_of
+from geetcd.observe import CallRecord, Observer
+
+if TYPE_CHECKING:
+    from geetcd.client import Client
+    from geetcd.core import Core
+
+__all__ = ["ClientMetrics", "attach"]
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_numbers = itertools.count(1)
+_lock = threading.Lock()
+# (registry -> prefix -> families): one set of metric families per registry and prefix.
+_families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Families]] = (
+    weakref.WeakKeyDictionary()
+)
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Families:
+    """The metric families of one (registry, prefix), shared by the clients instrumented
+    there; each client's series carry its ``client`` label."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        p = prefix
+        c = ("client",)
+        self.clients: tuple[ClientMetrics, ...] = ()
+        self.requests = Counter(
+            f"{p}_requests_total",
+            "Client calls ended, by method and outcome (ok or the error class name).",
+            (*c, "method", "outcome"),
+            registry=registry,
+        )
+        self.durations = Histogram(
+            f"{p}_request_duration_seconds",
+            "Duration of client calls (all attempts and waits included), by method.",
+            (*c, "method"),
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.attempts = Counter(
+            f"{p}_attempts_total",
+            "Attempts of client calls, by member and result (ok or the error class name).",
+            (*c, "member", "result"),
+            registry=registry,
+        )
+        self.hedges = Counter(
+            f"{p}_hedges_total",
+            "Reads also sent to a second member after hedge_delay, by method.",
+            (*c, "method"),
+            registry=registry,
+        )
+        self.member_up = Gauge(
+            f"{p}_member_up",
+            "1 while the client picks the member for calls (healthy), 0 when it is benched, "
+            "not yet verified or a learner.",
+            (*c, "member"),
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.ejections = Counter(
+            f"{p}_member_ejections_total",
+            "Members no longer picked by outlier detection, by member and reason.",
+            (*c, "member", "reason"),
+            registry=registry,
+        )
+        self.streams = Gauge(
+            f"{p}_open_streams",
+            "Long-lived streams open (watch, watch_channel, v2_wait, keepalive), by member.",
+            (*c, "member", "kind"),
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.watches = Gauge(
+            f"{p}_watches",
+            "Watch handles alive.",
+            c,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.watches_ended = Counter(
+            f"{p}_watches_ended_total",
+            "Watch handles ended, by reason (canceled, overflow, compacted, error, forked).",
+            (*c, "reason"),
+            registry=registry,
+        )
+        self.watch_events = Counter(
+            f"{p}_watch_events_total",
+            "Watch events received from etcd (once per server stream, not per subscriber).",
+            c,
+            registry=registry,
+        )
+        self.watch_resumes = Counter(
+            f"{p}_watch_resumes_total",
+            "Watch streams resumed after a failure, by the member resumed on.",
+            (*c, "member"),
+            registry=registry,
+        )
+        self.leases_kept = Gauge(
+            f"{p}_leases_kept_alive",
+            "Leases the client's keepalive refreshes.",
+            c,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.leases_lost = Counter(
+            f"{p}_leases_lost_total",
+            "Leases lost, by reason (expired, revoked, unreachable, closed, inherited).",
+            (*c, "reason"),
+            registry=registry,
+        )
+        self.keepalives = Counter(
+            f"{p}_keepalive_requests_total",
+            "Lease keepalive requests, by member and result (ok or the error class name).",
+            (*c, "member", "result"),
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            f"{p}_batch_size",
+            "Ops per batched txn (opportunistic batching), by kind (read or write).",
+            (*c, "kind"),
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        registry.register(_PoolCollector(self, prefix))
+
+
+class _PoolCollector(Collector):
+    """Connections in use and pool size per member of every instrumented client, read at
+    scrape time (``transport.pool_usage``). Never raises for a closed client (skipped)."""
+
+    def __init__(self, families: _Families, prefix: str) -> None:
+        self._families = families
+        self._prefix = prefix
+
+    def _empty(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        labels = ["client", "member"]
+        return (
+            GaugeMetricFamily(
+                f"{self._prefix}_pool_connections_in_use",
+                "Unary connections in use (checked out of the pool), by member.",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                f"{self._prefix}_pool_connections_max",
+                "Unary connections the member's pool may open (the client's maxsize).",
+                labels=labels,
+            ),
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._empty()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_use, most = self._empty()
+        for metrics in self._families.clients:
+            core = metrics.core
+            if core.closed:
+                continue
+            for member in list(core.cluster.members):
+                used, size = core.transport.pool_usage(member.url)
+                in_use.add_metric([metrics.name, member.url], used)
+                most.add_metric([metrics.name, member.url], size)
+        yield in_use
+        yield most
+
+
+def attach(
+    client: Client, registry: CollectorRegistry | None, *, prefix: str, name: str | None
+) -> ClientMetrics:
+    """See :func:`geetcd.metrics.instrument`."""
+    from geetcd.client import Client
+
+    if not isinstance(client, Client):
+        raise InvalidType(f"instrument() needs a geetcd.Client, got {type(client).__name__}")
+    if registry is None:
+        registry = REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise InvalidType(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
+    if not isinstance(prefix, str) or not _NAME.match(prefix):
+        raise InvalidArgument(f"prefix must be a Prometheus metric name prefix, got {prefix!r}")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise InvalidArgument(f"name must be a non-empty str, got {name!r}")
+    with _lock:
+        per_prefix = _families.setdefault(registry, {})
+        families = per_prefix.get(prefix)
+        if families is None:
+            families = per_prefix[prefix] = _Families(registry, prefix)
+        if any(m.core is client.core for m in families.clients):
+            raise InvalidArgument(
+                f"this client is already instrumented on this registry (prefix {prefix!r})"
+            )
+        taken = {m.name for m in families.clients}
+        if name is None:
+            for _ in range(len(taken) + 1):  # bounded: at most len(taken) names are taken
+                name = f"client{next(_numbers)}"
+                if name not in taken:
+                    break
+        assert name is not None
+        if name in taken:
+            raise InvalidArgument(f"a client named {name!r} is already instrumented here")
+        metrics = ClientMetrics(client.core, families, name)
+        families.clients = (*families.clients, metrics)
+    client.core.add_observer(metrics)
+    return metrics
+
+
+class ClientMetrics(Observer):
+    """The observer that feeds one client's series (see :mod:`geetcd.metrics`).
+
+    ``name``: the value of its ``client`` label. :meth:`uninstrument` detaches it.
+    """
+
+    def __init__(self, core: Core, families: _Families, name: str) -> None:
+        self.core = core
+        self.name = name
+        self._f = families
+        self._attached = True
+        # Children by label values (without the client label): the hot path's cache, and
+        # the list of series to remove at uninstrument.
+        self._requests: dict[tuple[str, str], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._attempts: dict[tuple[str, str], Counter] = {}
+        self._hedges: dict[str, Counter] = {}
+        self._up: dict[str, Gauge] = {}
+        self._ejections: dict[tuple[str, str], Counter] = {}
+        self._streams: dict[tuple[str, str], int] = {}
+        self._watches_ended: dict[str, Counter] = {}
+        self._resumes: dict[str, Counter] = {}
+        self._lost: dict[str, Counter] = {}
+        self._keepalives: dict[tuple[str, str], Counter] = {}
+        self._batches: dict[str, Histogram] = {}
+        self._watch_count = sum(len(s.subscribers) for s in list(core.watch_hub.streams))
+        self._lease_count = len(core.keepalive)
+        self._watches = families.watches.labels(name)
+        self._watches.set(self._watch_count)
+        self._events = families.watch_events.labels(name)
+        self._kept = families.leases_kept.labels(name)
+        self._kept.set(self._lease_count)
+        for member in list(core.cluster.members):
+            self._set_up(member.url, member.state.value)
+
+    def __repr__(self) -> str:
+        state = "attached" if self._attached else "detached"
+        return f"<ClientMetrics client={self.name!r} {state}>"
+
+    def uninstrument(self) -> None:
+        """Detach from the client and remove this client's series from the registry (its
+        live gauges are set to 0 first, for multiprocess mode). Idempotent; never raises."""
+        with _lock:
+            if not self._attached:
+                return
+            self._attached = False
+            self.core.remove_observer(self)
+            f = self._f
+            f.clients = tuple(m for m in f.clients if m is not self)
+        for child in (*self._up.values(), self._watches, self._kept):
+            child.set(0)
+        for member, kind in self._streams:
+            f.streams.labels(self.name, member, kind).set(0)
+        name = self.name
+        removals: list[tuple[Counter | Gauge | Histogram, tuple[str, ...]]] = [
+            *((f.requests, k) for k in self._requests),
+            *((f.durations, (k,)) for k in self._durations),
+            *((f.attempts, k) for k in self._attempts),
+            *((f.hedges, (k,)) for k in self._hedges),
+            *((f.member_up, (k,)) for k in self._up),
+            *((f.ejections, k) for k in self._ejections),
+            *((f.streams, k) for k in self._streams),
+            *((f.watches_ended, (k,)) for k in self._watches_ended),
+            *((f.watch_resumes, (k,)) for k in self._resumes),
+            *((f.leases_lost, (k,)) for k in self._lost),
+            *((f.keepalives, k) for k in self._keepalives),
+            *((f.batch_size, (k,)) for k in self._batches),
+            (f.watches, ()),
+            (f.watch_events, ()),
+            (f.leases_kept, ()),
+        ]
+        for metric, labels in removals:
+            with contextlib.suppress(KeyError):  # never created
+                metric.remove(name, *labels)
+
+    # ------------------------------------------------------------------ calls
+    def call_ended(self, call: CallRecord, seconds: float, error: BaseException | None) -> None:
+        method = call.method
+        key = (method, "ok" if error is None else outcome_of(error))
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self._f.requests.labels(self.name, *key)
+        counter.inc()
+        histogram = self._durations.get(method)
+        if histogram is None:
+            histogram = self._durations[method] = self._f.durations.labels(self.name, method)
+        histogram.observe(seconds)
+
+    def attempt_ended(
+        self, call: CallRecord, member: str, seconds: float, error: BaseException | None
+    ) -> None:
+        key = (member, "ok" if error is None else outcome_of(error))
+        counter = self._attempts.get(key)
+        if counter is None:
+            counter = self._attempts[key] = self._f.attempts.labels(self.name, *key)
+        counter.inc()
+
+    def hedged(self, call: CallRecord, member: str) -> None:
+        _child(self._hedges, self._f.hedges, self.name, call.method).inc()
+
+    # ------------------------------------------------------------------ members
+    def _set_up(self, member: str, state: str) -> None:
+        up = 0
+        if state == "healthy":
+            up = 1
+            for known in list(self.core.cluster.members):
+                if known.url == member and known.is_learner:
+                    up = 0
+        _child(self._up, self._f.member_up, self.name, member).set(up)
+
+    def member_state_changed(
+        self, member: str, old: str, new: str, error: BaseException | None
+    ) -> None:
+        if new != "removed":
+            self._set_up(member, new)
+            return
+        if self._up.pop(member, None) is not None:
+            with contextlib.suppress(KeyError):
+                self._f.member_up.remove(self.name, member)
+
+    def member_ejected(self, member: str, reason: str) -> None:
+        key = (member, reason)
+        counter = self._ejections.get(key)
+        if counter is None:
+            counter = self._ejections[key] = self._f.ejections.labels(self.name, *key)
+        counter.inc()
+
+    # ------------------------------------------------------------------ streams
+    def stream_opened(self, kind: str, member: str) -> None:
+        key = (member, kind)
+        count = self._streams[key] = self._streams.get(key, 0) + 1
+        self._f.streams.labels(self.name, member, kind).set(count)
+
+    def stream_closed(self, kind: str, member: str, error: BaseException | None) -> None:
+        key = (member, kind)
+        count = self._streams.get(key, 0)
+        if count > 0:  # opened before instrument(): not counted, not uncounted
+            self._streams[key] = count - 1
+            self._f.streams.labels(self.name, member, kind).set(count - 1)
+
+    # ------------------------------------------------------------------ watches
+    def watch_created(self) -> None:
+        self._watch_count += 1
+        self._watches.set(self._watch_count)
+
+    def watch_ended(self, reason: str) -> None:
+        if self._watch_count > 0:
+            self._watch_count -= 1
+            self._watches.set(self._watch_count)
+        _child(self._watches_ended, self._f.watches_ended, self.name, reason).inc()
+
+    def watch_events(self, count: int) -> None:
+        self._events.inc(count)
+
+    def watch_resumed(self, member: str, from_revision: int) -> None:
+        _child(self._resumes, self._f.watch_resumes, self.name, member).inc()
+
+    # ------------------------------------------------------------------ leases
+    def lease_kept(self, count: int) -> None:
+        self._lease_count = max(0, self._lease_count + count)
+        self._kept.set(self._lease_count)
+
+    def keepalive_sent(self, member: str, leases: int, error: BaseException | None) -> None:
+        key = (member, "ok" if error is None else outcome_of(error))
+        counter = self._keepalives.get(key)
+        if counter is None:
+            counter = self._keepalives[key] = self._f.keepalives.labels(self.name, *key)
+        counter.inc()
+
+    def lease_lost(self, reason: str) -> None:
+        _child(self._lost, self._f.leases_lost, self.name, reason).inc()
+
+    # ------------------------------------------------------------------ batching
+    def batch_sent(self, kind: str, size: int) -> None:
+        _child(self._batches, self._f.batch_size, self.name, kind).observe(size)
+
+
+def _child(cache: dict[str, M], metric: M, client: str, value: str) -> M:
+    child = cache.get(value)
+    if child is None:
+        child = cache[value] = metric.labels(client, value)
+    return child
