@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
+import os
 import re
 import threading
 import weakref
@@ -35,6 +37,21 @@ _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Families]] = 
 )
 
 M = TypeVar("M", Counter, Gauge, Histogram)
+log = logging.getLogger("geetcd.metrics")
+_attached: weakref.WeakSet[ClientMetrics] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # In multiprocess mode a forked child starts every gauge of its own from 0 (a file per
+    # process): set them again from what the observers know (gunicorn --preload).
+    for metrics in list(_attached):
+        try:
+            metrics.restate()
+        except Exception:
+            log.exception("geetcd metrics: restating %r after fork failed", metrics)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Families:
@@ -253,12 +270,22 @@ class ClientMetrics(Observer):
         self._watch_count = sum(len(s.subscribers) for s in list(core.watch_hub.streams))
         self._lease_count = len(core.keepalive)
         self._watches = families.watches.labels(name)
-        self._watches.set(self._watch_count)
         self._events = families.watch_events.labels(name)
         self._kept = families.leases_kept.labels(name)
+        self.restate()
+        _attached.add(self)
+
+    def restate(self) -> None:
+        """Set every gauge of this client again from the observer's own counts and the
+        cluster state (run in a forked child, where multiprocess mode starts them at 0)."""
+        if not self._attached:
+            return
+        for known in list(self.core.cluster.members):
+            self._set_up(known.url, known.state.value)
+        self._watches.set(self._watch_count)
         self._kept.set(self._lease_count)
-        for member in list(core.cluster.members):
-            self._set_up(member.url, member.state.value)
+        for (url, kind), count in list(self._streams.items()):
+            self._f.streams.labels(self.name, url, kind).set(count)
 
     def __repr__(self) -> str:
         state = "attached" if self._attached else "detached"
@@ -271,6 +298,7 @@ class ClientMetrics(Observer):
             if not self._attached:
                 return
             self._attached = False
+            _attached.discard(self)
             self.core.remove_observer(self)
             f = self._f
             f.clients = tuple(m for m in f.clients if m is not self)
