@@ -4,7 +4,8 @@
                                  [--observe none,metrics,tracing,both]
 
 Starts its own single etcd member (geetcd.testing) unless --endpoint is given. For each
-operation and concurrency it runs, alternately and twice each for --seconds/2:
+operation and concurrency it runs, alternately, ``--rounds`` times (default 2) each for
+--seconds/rounds:
 
 * ``geetcd``: ``Client(batch_reads=False)``, one request per call;
 * ``geetcd+batch``: ``Client()`` (reads batched) for get, ``Client(batch_writes=True)`` for put;
@@ -267,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", default=None)
     parser.add_argument("--wrk-connections", type=int, default=MAXSIZE)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternations of the variants, each --seconds/rounds long (default 2); more "
+        "rounds spread a busy machine's drift more evenly over the variants",
+    )
+    parser.add_argument(
         "--gc-freeze",
         action="store_true",
         help="gc.freeze() after set-up: full collections then skip the start-up objects",
@@ -324,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 for ops in variants.values():
                     run("warmup", ops[name], level, 0.3)
                 cells: dict[str, Cell] = {}
-                for _round in range(2):  # alternate, so drift hits every variant alike
+                for _round in range(max(1, args.rounds)):  # alternate: drift hits all alike
                     for variant, ops in variants.items():
-                        cell = run(variant, ops[name], level, args.seconds / 2)
+                        cell = run(variant, ops[name], level, args.seconds / max(1, args.rounds))
                         cells[variant] = cells[variant] + cell if variant in cells else cell
                 rows.append((name, level, cells))
                 summary = ", ".join(f"{v} {c.rate:,.0f}/s" for v, c in cells.items())
