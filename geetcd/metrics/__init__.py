@@ -72,9 +72,12 @@ included, so totals never go back); the gauges are combined over *live* workers:
 (streams, watches, leases kept alive) by sum. The pool gauges come from a custom collector,
 which multiprocess mode cannot merge: they are absent from a multiprocess scrape.
 
-Cost: nothing while no observer is attached. Attached, each call costs two dictionary
-lookups and three metric updates (see ``loadtests/bench_kv.py --observe``). The hooks run
-in the greenlet where things happen and never switch greenlets.
+Cost: nothing while no observer is attached. Attached, a call of one attempt costs a
+counter and a histogram update for the call and a counter update for the attempt: about
+3.5 µs of CPU with the hook's own fan-out, 5 µs in a monkey-patched process (where
+``prometheus_client``'s ``threading.Lock`` is gevent's); see ``loadtests/bench_kv.py
+--observe``. The hooks run in the greenlet where things happen and never switch greenlets
+(an update holds a lock for one addition).
 """
 
 from __future__ import annotations
