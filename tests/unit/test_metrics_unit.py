@@ -5,6 +5,8 @@ when the extra is missing, and the gevent context fact the tracing design rests 
 from __future__ import annotations
 
 import contextvars
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import geetcd
 import geetcd.metrics
+from geetcd.cluster import MemberState
 from geetcd.metrics import outcome_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,19 +85,19 @@ def test_stream_watch_and_member_gauges(client: geetcd.Client) -> None:
     assert (
         _get(registry, "geetcd_member_ejections_total", client="u", member=m, reason="silent") == 1
     )
-    metrics.member_state_changed(m, "added", "suspect", None)
-    assert _get(registry, "geetcd_member_up", client="u", member=m) == 0
-    metrics.member_state_changed(m, "suspect", "healthy", None)
-    assert _get(registry, "geetcd_member_up", client="u", member=m) == 1
-    metrics.member_state_changed(m, "healthy", "down", geetcd.ConnectionFailed("refused"))
-    assert _get(registry, "geetcd_member_up", client="u", member=m) == 0
-    metrics.member_state_changed(m, "down", "removed", None)
-    assert _get(registry, "geetcd_member_up", client="u", member=m) is None  # gone
-    metrics.lease_kept(1)
-    metrics.lease_kept(1)
-    metrics.lease_kept(-1)
+    # Members up: read from the cluster state at scrape time.
+    (member,) = client.core.cluster.members
+    member.state = MemberState.DOWN
+    assert _get(registry, "geetcd_member_up", client="u", member=URL) == 0
+    member.state = MemberState.SUSPECT
+    assert _get(registry, "geetcd_member_up", client="u", member=URL) == 0
+    member.state = MemberState.HEALTHY
+    member.is_learner = True
+    assert _get(registry, "geetcd_member_up", client="u", member=URL) == 0
+    member.is_learner = False
+    assert _get(registry, "geetcd_member_up", client="u", member=URL) == 1
     metrics.lease_lost("expired")
-    assert _get(registry, "geetcd_leases_kept_alive", client="u") == 1
+    assert _get(registry, "geetcd_leases_kept_alive", client="u") == 0  # the keepalive's count
     assert _get(registry, "geetcd_leases_lost_total", client="u", reason="expired") == 1
     metrics.batch_sent("write", 5)
     assert _get(registry, "geetcd_batch_size_sum", client="u", kind="write") == 5
@@ -162,3 +165,75 @@ def test_a_spawned_greenlet_starts_with_an_empty_context() -> None:
     seen.join()
     assert seen.value == "empty"
     assert var.get() == "caller"
+
+
+MULTIPROCESS_SCRIPT = """
+import json, os, sys
+import geetcd, geetcd.metrics
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.parser import text_string_to_metric_families
+
+client = geetcd.Client("http://127.0.0.1:1")
+metrics = geetcd.metrics.instrument(client, name="mp")
+m = "http://127.0.0.1:2379"
+metrics.stream_opened("watch", m)
+metrics.stream_opened("watch", m)
+metrics.stream_closed("watch", m, None)
+for _ in range(3):
+    metrics.stream_closed("keepalive", m, None)  # never opened here: never below 0
+metrics.member_state_changed(m, "added", "suspect", None)
+metrics.member_state_changed(m, "suspect", "healthy", None)
+metrics.member_state_changed(client.endpoints[0], "healthy", "down", None)
+metrics.lease_kept(1)
+metrics.lease_kept(1)
+metrics.lease_kept(-1)
+metrics.watch_created()
+metrics.watch_created()
+metrics.watch_ended("canceled")
+metrics.watch_events(4)
+metrics.batch_sent("read", 3)
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+samples = [
+    [s.name, s.labels, s.value]
+    for f in text_string_to_metric_families(generate_latest(registry).decode())
+    for s in f.samples
+]
+print(type(metrics).__name__)
+print(json.dumps(samples))
+metrics.member_state_changed(m, "healthy", "removed", None)
+metrics.uninstrument()
+client.close()
+"""
+
+
+def test_multiprocess_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    kind, data = done.stdout.splitlines()
+    assert kind == "MultiprocessMetrics"
+    samples = {(n, frozenset(labels.items())): v for n, labels, v in json.loads(data)}
+
+    def get(name: str, **labels: str) -> float | None:
+        return samples.get((name, frozenset({"client": "mp", **labels}.items())))
+
+    m = "http://127.0.0.1:2379"
+    assert get("geetcd_open_streams", member=m, kind="watch") == 1
+    assert get("geetcd_open_streams", member=m, kind="keepalive") is None
+    assert get("geetcd_member_up", member=m) == 1
+    assert get("geetcd_member_up", member=URL) == 0
+    assert get("geetcd_leases_kept_alive") == 1
+    assert get("geetcd_watches") == 1
+    assert get("geetcd_watches_ended_total", reason="canceled") == 1
+    assert get("geetcd_watch_events_total") == 4
+    assert get("geetcd_batch_size_count", kind="read") == 1
+    assert get("geetcd_batch_size_sum", kind="read") == 3
