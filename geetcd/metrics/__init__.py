@@ -46,8 +46,14 @@ or the class name of the error (:func:`outcome_of`); ``kind`` and ``reason`` are
 ``geetcd_member_up``: 1 while the member is HEALTHY (picked for calls); 0 when it is DOWN
 (benched after a failure), SUSPECT (new and not yet verified, used only when no healthy
 member is left) or a learner (never picked). A member that leaves the member list loses its
-series. The pool gauges are read at scrape time (a custom collector calling
-``client.core.transport.pool_usage(url)`` for each member).
+series.
+
+How it is collected: the observer counts in plain integers, and one collector per registry
+builds every family at scrape time; the gauges that mirror state (members up, pool use from
+``client.core.transport.pool_usage(url)``, watches alive, leases kept alive) are read from
+the client then, so they also count what existed before ``instrument()``. Open streams are
+counted from the events since ``instrument()`` (never below 0). In multiprocess mode (below)
+``prometheus_client`` metric objects are updated instead, gauges included, from the events.
 
 **Several clients in one process: a ``client`` label, not a registry per client.** What
 operators scrape is one registry (usually the default one, served at ``/metrics``): a
@@ -69,15 +75,16 @@ first imported; serve ``/metrics`` from a fresh ``CollectorRegistry`` with
 ``child_exit`` hook. Counters and histograms are then summed over the workers (dead ones
 included, so totals never go back); the gauges are combined over *live* workers:
 ``geetcd_member_up`` by minimum (0 as soon as one worker benched the member), the others
-(streams, watches, leases kept alive) by sum. The pool gauges come from a custom collector,
-which multiprocess mode cannot merge: they are absent from a multiprocess scrape.
+(streams, watches, leases kept alive) by sum; after a fork (``--preload``) each worker
+sets its gauges again. The pool gauges are read at scrape time, which multiprocess mode
+cannot merge: they are absent from a multiprocess scrape.
 
-Cost: nothing while no observer is attached. Attached, a call of one attempt costs a
-counter and a histogram update for the call and a counter update for the attempt: about
-3.5 µs of CPU with the hook's own fan-out, 5 µs in a monkey-patched process (where
-``prometheus_client``'s ``threading.Lock`` is gevent's); see ``loadtests/bench_kv.py
---observe``. The hooks run in the greenlet where things happen and never switch greenlets
-(an update holds a lock for one addition).
+Cost: nothing while no observer is attached. Attached, a call of one attempt costs two
+dictionary increments and a ``bisect``: about 2 µs of CPU over the hook's own fan-out
+(3-4 µs), measured interleaved in a monkey-patched process; see ``loadtests/bench_kv.py
+--observe``. Multiprocess mode costs more: every update takes a lock (gevent's under
+monkey patching) and writes a mapped file. The hooks run in the greenlet where things
+happen and never switch greenlets.
 """
 
 from __future__ import annotations

@@ -104,16 +104,17 @@ class ClientTracing(Observer):
         span: Span | None = call.context_of(self)
         if span is None:
             return
+        attributes: dict[str, str | int] = {}
         if call.member is not None:
-            address, port = self._server(call.member)
-            span.set_attribute("server.address", address)
-            span.set_attribute("server.port", port)
+            attributes["server.address"], attributes["server.port"] = self._server(call.member)
         if call.batch_size > 1:
-            span.set_attribute("geetcd.batch.size", call.batch_size)
+            attributes["geetcd.batch.size"] = call.batch_size
         if error is not None:
             name = type(error).__name__
-            span.set_attribute("error.type", name)
+            attributes["error.type"] = name
             span.set_status(Status(StatusCode.ERROR, f"{name}: {error}"[:200]))
+        if attributes:
+            span.set_attributes(attributes)
         span.end()
 
     # ------------------------------------------------------------------ rare events: short spans
