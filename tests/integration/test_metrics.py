@@ -265,3 +265,28 @@ def test_killed_member_is_down_then_up_again(healed_cluster: EtcdCluster, etcd_p
             timeout=30,
             what="member_up 1 after the restart",
         )
+
+
+def test_watch_end_reasons(etcd_server: Any, etcd_prefix: str) -> None:
+    registry = CollectorRegistry()
+    with geetcd.Client(etcd_server.members[0].client_url, namespace=etcd_prefix) as client:
+        geetcd.metrics.instrument(client, registry, name="r")
+        head = client.put("r/x", "0").header.revision
+        client.put("r/x", "1")
+        client.compact(head + 1)
+        compacted = client.watch("r/x", start_revision=head)
+        with pytest.raises(geetcd.WatchCompacted):
+            compacted.next_event(timeout=5)
+        slow = client.watch("r/", prefix=True, buffer=1)  # never read: overflows
+        for i in range(3):
+            client.put(f"r/{i}", "x")
+        wait_for(lambda: slow.done, what="the overflow")
+        with pytest.raises(geetcd.WatchOverflow):
+            list(slow)
+        s = scrape(registry)
+        assert value(s, "geetcd_watches_ended_total", client="r", reason="compacted") == 1
+        assert value(s, "geetcd_watches_ended_total", client="r", reason="overflow") == 1
+        assert value(s, "geetcd_watches", client="r") == 0
+        slow.cancel()  # ended already: not counted twice
+        s = scrape(registry)
+        assert total(s, "geetcd_watches_ended_total", client="r") == 2
