@@ -266,11 +266,14 @@ class Core:
         idempotent: bool,
         timeout: float | None = None,
         retry: Retry | None = None,
+        *,
+        name: str | None = None,
     ) -> Any:
-        """One unary JSON call through the attempt loop (see :meth:`Executor.call`)."""
+        """Start the core, then one unary JSON call through the one way to send
+        (:meth:`Executor.call`; ``name`` is the method name observers see)."""
         self.start()
         return self.executor.call(
-            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry
+            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry, name=name
         )
 
     # ------------------------------------------------------------------ cluster I/O hooks

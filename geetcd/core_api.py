@@ -113,4 +113,6 @@ class CoreAPI(Protocol):
         idempotent: bool,
         timeout: float | None = None,
         retry: Retry | None = None,
+        *,
+        name: str | None = None,
     ) -> Any: ...

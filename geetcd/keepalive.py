@@ -249,6 +249,8 @@ class KeepAlive:
             raise InvalidArgument(f"lease {lease.id} is already kept alive by another Lease")
         self._kept[lease.id] = lease
         lease.schedule.kept = True
+        if self._core.observers.active:
+            self._core.observers.emit("lease_kept", 1)
         now = _monotonic()
         if lease.schedule.expires_at <= now:
             lease.schedule.expires_at = now + lease.ttl
@@ -265,6 +267,8 @@ class KeepAlive:
         """Stop refreshing ``lease`` (its heap entry becomes stale). No I/O."""
         if self._kept.get(lease.id) is lease:
             del self._kept[lease.id]
+            if self._core.observers.active:
+                self._core.observers.emit("lease_kept", -1)
         lease.schedule.kept = False
         lease.schedule.seq = -1
 
@@ -383,11 +387,13 @@ class KeepAlive:
             if self.channels.enabled:
                 try:
                     ttls = self.channels.refresh(attempt, ids)
-                except EtcdError:
+                except EtcdError as exc:
                     stats.failed_posts += 1
+                    self._observe_sent(member, len(ids), exc)
                     raise
                 if ttls is not None:
                     self._apply(ttls, pending, sent_at)
+                    self._observe_sent(member, len(ids), None)
                     return
             try:
                 response = core.transport.request(
@@ -403,9 +409,11 @@ class KeepAlive:
                     abandon=member.benched,
                 )
                 error = self._answered(response, member, pending, sent_at)
-            except EtcdError:
+            except EtcdError as exc:
                 stats.failed_posts += 1
+                self._observe_sent(member, len(ids), exc)
                 raise
+            self._observe_sent(member, len(ids), error)
             if error is not None:
                 stats.failed_posts += 1
                 raise error
@@ -443,6 +451,10 @@ class KeepAlive:
                     gevent.sleep(pause)
         finally:
             self._reschedule(batch, pending)
+
+    def _observe_sent(self, member: Member, leases: int, error: EtcdError | None) -> None:
+        if self._core.observers.active:
+            self._core.observers.emit("keepalive_sent", member.url, leases, error)
 
     def _answered(
         self, response: RawResponse, member: Member, pending: dict[int, KeptLease], sent_at: float
@@ -506,6 +518,8 @@ class KeepAlive:
         leases = list(self._kept.values())
         self._kept.clear()
         self._heap.clear()
+        if leases and self._core.observers.active:
+            self._core.observers.emit("lease_kept", -len(leases))
         for lease in leases:
             lease.keepalive_lost(LeaseLoss.INHERITED)
 

@@ -68,9 +68,10 @@ class KV(Feature):
         idempotent: bool,
         timeout: float | None,
         retry: Retry | None,
+        name: str | None = None,
     ) -> Any:
         return self._core.call(
-            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry
+            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry, name=name
         )
 
     # ------------------------------------------------------------------ KV: reads
@@ -142,9 +143,13 @@ class KV(Feature):
         response: RangeResponse
         if self._reads is not None and retry is None:
             self._core.start()
-            response = self._reads.range(body, serializable=serial, revision=at, timeout=timeout)
+            response = self._reads.range(
+                body, serializable=serial, revision=at, timeout=timeout, name="get"
+            )
         else:
-            response = self._call(kv_proto.RANGE, body, self._parse_range, True, timeout, retry)
+            response = self._call(
+                kv_proto.RANGE, body, self._parse_range, True, timeout, retry, name="get"
+            )
         return response.kvs[0] if response.kvs else None
 
     def get_prefix(self, prefix: str | bytes, **options: Any) -> list[KeyValue]:

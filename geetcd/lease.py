@@ -258,6 +258,8 @@ class Lease:
             return
         self.lost_reason = reason
         self._core.keepalive.discard(self)
+        if self._core.observers.active:
+            self._core.observers.emit("lease_lost", reason.value)
         if reason is not LeaseLoss.REVOKED:
             log.info("lease %d lost: %s", self.id, reason.value)
         self.lost.set()

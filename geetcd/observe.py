@@ -145,8 +145,9 @@ class Observer:
         None) or failed."""
 
     def lease_lost(self, reason: str) -> None:
-        """A kept-alive lease was lost; ``reason`` is the :class:`~geetcd.lease.LeaseLoss`
-        value (``"expired"``, ``"revoked"``, ``"unreachable"``, ``"inherited"``...)."""
+        """A :class:`~geetcd.lease.Lease` handle's ``lost`` was set (kept alive or not);
+        ``reason`` is the :class:`~geetcd.lease.LeaseLoss` value (``"expired"``,
+        ``"revoked"``, ``"unreachable"``, ``"inherited"``...)."""
 
     # ------------------------------------------------------------------ batching
     def batch_sent(self, kind: str, size: int) -> None:

@@ -40,6 +40,7 @@ from geetcd.errors import (
     EtcdError,
     InvalidArgument,
     WatchCanceled,
+    WatchCompacted,
     WatchError,
     WatchOverflow,
 )
@@ -175,6 +176,8 @@ class Watch:
         self.error: BaseException | None = None
         #: Everything up to this revision has been delivered to the consumer.
         self.revision = 0
+        if hub.core.observers.active:
+            hub.core.observers.emit("watch_created")
 
     def __repr__(self) -> str:
         span = f" range_end={self.range_end!r}" if self.range_end is not None else ""
@@ -388,6 +391,9 @@ class Watch:
     def _end(self, reason: str) -> None:
         self._done = True
         self._end_reason = reason
+        if self._hub.core.observers.active:
+            ended = "canceled" if self.error is None else "error"
+            self._hub.core.observers.emit("watch_ended", ended)
         self._batches.clear()
         self._current, self._pos = (), 0
         self._buffered = 0
@@ -431,6 +437,8 @@ class Watch:
             )
             self._done = True
             self._stream = None
+            if self._hub.core.observers.active:
+                self._hub.core.observers.emit("watch_ended", "overflow")
         else:
             batches.append(batch)
             self._buffered += size
@@ -452,6 +460,8 @@ class Watch:
         self.error = error
         self._done = True
         self._stream = None
+        if self._hub.core.observers.active:
+            self._hub.core.observers.emit("watch_ended", _end_reason_of(error))
         if self._inline:
             self._report(error)  # nothing is buffered while callbacks run inline
         elif self._callback is not None and self._runner is None:
@@ -566,6 +576,15 @@ class Watch:
             self._on_error(error)
         except Exception:
             log.exception("on_error callback of the watch on %r raised", self.key)
+
+
+def _end_reason_of(error: BaseException) -> str:
+    """The ``watch_ended`` reason observers see for a terminal ``error`` (bounded)."""
+    if isinstance(error, WatchCompacted):
+        return "compacted"
+    if isinstance(error, WatchCanceled) and error.reason == "forked":
+        return "forked"
+    return "error"
 
 
 def open_watch(

@@ -333,6 +333,8 @@ class ServerStream:
         """Read the open stream until it ends; None once stopped, else why it ended."""
         connection, started = opened
         core = self.hub.core
+        if self.reconnects and core.observers.active:  # opened again after a failure
+            core.observers.emit("watch_resumed", member.url, self.next_revision)
         self.member = member
         self.connection = connection
         self.last_activity = _monotonic()
@@ -395,6 +397,9 @@ class ServerStream:
             self._on_created(response, member, started)
             return
         if response.events:
+            observers = self.hub.core.observers
+            if observers.active:
+                observers.emit("watch_events", len(response.events))
             for batch in group_by_revision(response.events):
                 if batch.revision < self.next_revision:
                     continue  # already delivered (defensive: a resume never replays them)

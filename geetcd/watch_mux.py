@@ -345,11 +345,14 @@ class WatchChannel:
         watches = list(self.watches.values())
         self.watches.clear()
         self._outbox.clear()
+        resumed = self.reconnects > 0 and core.observers.active  # after a failed connection
         for stream in watches:
             if not stream.done:
                 stream.watch_id = self.mux.new_id()
                 self.watches[stream.watch_id] = stream
                 self._send_create(stream)
+                if resumed:
+                    core.observers.emit("watch_resumed", member.url, stream.next_revision)
         writer = core.spawn(self._write, ws)
         core.liveness.watch(self)
         self.connected.set()

@@ -1,9 +1,11 @@
 """geetcd get/put, batching off and on, beside two floors posting the same JSON, in one run.
 
     python loadtests/bench_kv.py [--seconds 3] [--concurrency 1,64,512] [--endpoint URL]
+                                 [--observe none,metrics,tracing,both]
 
 Starts its own single etcd member (geetcd.testing) unless --endpoint is given. For each
-operation and concurrency it runs, alternately and twice each for --seconds/2:
+operation and concurrency it runs, alternately, ``--rounds`` times (default 2) each for
+--seconds/rounds:
 
 * ``geetcd``: ``Client(batch_reads=False)``, one request per call;
 * ``geetcd+batch``: ``Client()`` (reads batched) for get, ``Client(batch_writes=True)`` for put;
@@ -18,6 +20,14 @@ longest lateness of a 5 ms ticker greenlet during each run (how responsive the h
 With ``wrk`` on the PATH (``apt-get install wrk``) it ends with wrk's gets/s against the same
 member, one request per get (``--wrk-connections`` connections, one thread, --seconds): what
 etcd itself serves to a client written in C, the stretch figure for ``geetcd+batch``.
+
+``--observe`` (comma-separated modes; default ``none``) runs both geetcd variants once per
+mode, in the same alternation, with the observer adapters attached: ``metrics``
+(:func:`geetcd.metrics.instrument`, a registry of its own), ``tracing``
+(:func:`geetcd.tracing.instrument`, an SDK TracerProvider sampling every span into a
+BatchSpanProcessor whose exporter drops them: the full cost of recording) or ``both``. The
+variants are named ``geetcd [metrics]``, ``geetcd+batch [tracing]``...; compare their
+CPU/op with the plain ``geetcd`` rows of the same run.
 
 ``--gc-freeze`` calls ``gc.freeze()`` once set up. Most of the hub lateness at 512 greenlets
 is the garbage collector's full collections (about 25 ms each here, scanning every object
@@ -43,6 +53,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
@@ -210,6 +221,45 @@ def geetcd_ops(client: geetcd.Client) -> dict[str, Callable[[int], object]]:
     return {"get": get, "put": put}
 
 
+OBSERVE_MODES = ("none", "metrics", "tracing", "both")
+_tracer_provider: object = None
+
+
+def observe(client: geetcd.Client, mode: str) -> None:
+    """Attach the adapters ``mode`` names to ``client`` (see the module docstring)."""
+    if mode in ("metrics", "both"):
+        from prometheus_client import CollectorRegistry
+
+        import geetcd.metrics
+
+        geetcd.metrics.instrument(client, CollectorRegistry())
+    if mode in ("tracing", "both"):
+        import geetcd.tracing
+
+        geetcd.tracing.instrument(client, tracer_provider())
+
+
+def tracer_provider() -> Any:
+    """One SDK TracerProvider for the run: every span sampled, batched, then dropped."""
+    global _tracer_provider
+    if _tracer_provider is None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        _tracer_provider = provider
+    return _tracer_provider
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -218,34 +268,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", default=None)
     parser.add_argument("--wrk-connections", type=int, default=MAXSIZE)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternations of the variants, each --seconds/rounds long (default 2); more "
+        "rounds spread a busy machine's drift more evenly over the variants",
+    )
+    parser.add_argument(
         "--gc-freeze",
         action="store_true",
         help="gc.freeze() after set-up: full collections then skip the start-up objects",
     )
+    parser.add_argument(
+        "--observe",
+        default="none",
+        help="comma-separated modes among none, metrics, tracing, both: the geetcd variants "
+        "run once per mode with those adapters attached (default: none)",
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     names = args.ops.split(",")
+    modes = args.observe.split(",")
+    unknown = set(modes) - set(OBSERVE_MODES)
+    if unknown or not modes:
+        parser.error(f"--observe takes modes among {', '.join(OBSERVE_MODES)}, got {args.observe}")
 
     cluster = None
     endpoint = args.endpoint
     if endpoint is None:
         cluster = EtcdCluster(size=1).start()
         endpoint = cluster.endpoints[0]
-    clients = [
-        geetcd.Client(endpoint, maxsize=MAXSIZE, batch_reads=False),
-        geetcd.Client(endpoint, maxsize=MAXSIZE),
-        geetcd.Client(endpoint, maxsize=MAXSIZE, batch_writes=True),
-    ]
+    clients: list[geetcd.Client] = []
     try:
-        plain, batched_reads, batched_writes = (geetcd_ops(c) for c in clients)
-        variants: dict[str, dict[str, Callable[[int], object]]] = {
-            "geetcd": plain,
-            "geetcd+batch": {"get": batched_reads["get"], "put": batched_writes["put"]},
-            "urllib3": floor_ops(endpoint),
-            "http.client": http_client_ops(endpoint),
-        }
+        variants: dict[str, dict[str, Callable[[int], object]]] = {}
+        for mode in modes:
+            trio = [
+                geetcd.Client(endpoint, maxsize=MAXSIZE, batch_reads=False),
+                geetcd.Client(endpoint, maxsize=MAXSIZE),
+                geetcd.Client(endpoint, maxsize=MAXSIZE, batch_writes=True),
+            ]
+            clients.extend(trio)
+            for client in trio:
+                observe(client, mode)
+            plain, batched_reads, batched_writes = (geetcd_ops(c) for c in trio)
+            suffix = "" if mode == "none" else f" [{mode}]"
+            variants["geetcd" + suffix] = plain
+            variants["geetcd+batch" + suffix] = {
+                "get": batched_reads["get"],
+                "put": batched_writes["put"],
+            }
+        variants["urllib3"] = floor_ops(endpoint)
+        variants["http.client"] = http_client_ops(endpoint)
+        populate = geetcd_ops(clients[0])["put"]
         for i in range(KEYS):  # populate so gets return a value
-            plain["put"](i)
+            populate(i)
         wrk_rate = wrk_gets(endpoint, args.wrk_connections, args.seconds)
         if args.gc_freeze:
             gc.collect()
@@ -256,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 for ops in variants.values():
                     run("warmup", ops[name], level, 0.3)
                 cells: dict[str, Cell] = {}
-                for _round in range(2):  # alternate, so drift hits every variant alike
+                for _round in range(max(1, args.rounds)):  # alternate: drift hits all alike
                     for variant, ops in variants.items():
-                        cell = run(variant, ops[name], level, args.seconds / 2)
+                        cell = run(variant, ops[name], level, args.seconds / max(1, args.rounds))
                         cells[variant] = cells[variant] + cell if variant in cells else cell
                 rows.append((name, level, cells))
                 summary = ", ".join(f"{v} {c.rate:,.0f}/s" for v, c in cells.items())

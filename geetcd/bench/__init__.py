@@ -12,7 +12,8 @@ monkey-patches the process it runs in, so it never runs in this one), prints a p
 line every 2 s, then a summary table built from locust's JSON output (exact totals) and
 the precise percentiles the collector records, and writes into ``--out``:
 ``report.html`` (locust's report), ``locust.json``, ``latency.json``, ``locust_*.csv``,
-``chart.svg`` (throughput and latency over time), ``summary.txt``, ``locust.log`` and one
+``chart.svg`` (throughput and latency over time), ``summary.txt`` (with the attempts and
+failovers per member), ``locust.log`` and one
 ``requests-<role>-<pid>.json`` per locust process (the requests it fired itself).
 
 The exit status is locust's: 0 when no request failed (the failover scenario: when writes
@@ -25,6 +26,7 @@ only inside the locust subprocess):
 - :mod:`geetcd.bench.cli`: the command line and the run from start to end;
 - :mod:`geetcd.bench.runner`: the throwaway cluster, the locust subprocess, progress lines;
 - :mod:`geetcd.bench.collector`: statistics inside the locust processes;
+- :mod:`geetcd.bench.attempts`: attempts and failovers per member (an observer);
 - :mod:`geetcd.bench.report`: the summary table and the chart of a run;
 - :mod:`geetcd.bench.chart`: SVG line charts and console sparklines;
 - :mod:`geetcd.bench.histogram`: the one latency histogram and percentile definition.

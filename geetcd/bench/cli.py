@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geetcd.bench.attempts import format_attempts
 from geetcd.bench.report import chart_from_history, format_summary, summarize
 from geetcd.bench.runner import (
     MEMBERS_ENV,
@@ -236,6 +237,9 @@ def _report(options: Options, code: int, where: str) -> int:
         if unknown:
             shares.append(f"member not known {unknown:,}")
         text += "\n  requests by member: " + ", ".join(shares)
+    attempts = latency.get("attempts") if isinstance(latency, dict) else None
+    for line in format_attempts(attempts):
+        text += "\n" + line
     (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
     print()
     print(text)

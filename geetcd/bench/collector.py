@@ -19,10 +19,17 @@ master, each worker) gets one collector, whatever the locustfile:
   distinct ones at most, the rest under ``"(other)"``). The sum over those files is what
   locust's totals must be; the distributed test checks that no request was lost or
   counted twice on the way to the master.
+- Every geetcd client built in the process reports its attempts to one
+  :class:`~geetcd.bench.attempts.AttemptCounter` (attempts, failed attempts and failovers
+  per member), shipped to the master like the histograms and written to the report file
+  under ``attempts``. The counter is attached by wrapping ``geetcd.Client.__init__`` in
+  the locust processes only (the hook has no process-wide registration of its own): every
+  client a locustfile builds, through :class:`geetcd.locust.EtcdUser` or not, is counted.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -33,6 +40,8 @@ from locust import events
 from locust.env import Environment
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
+import geetcd.client
+from geetcd.bench.attempts import AttemptCounter
 from geetcd.bench.histogram import LatencyHistogram
 from geetcd.bench.runner import PROGRESS_MARK, REPORT_ENV
 
@@ -68,6 +77,8 @@ class Collector:
         self.contexts: dict[str, int] = {}  # this process only: requests by context
         self.started = time.time()
         self.progress: gevent.Greenlet[[], None] | None = None
+        self.attempts = AttemptCounter()
+        _observe_every_client(self.attempts)
         hooks: Any = environment.events  # locust's EventHook.add_listener is untyped
         hooks.request.add_listener(self.on_request)
         hooks.report_to_master.add_listener(self.on_report_to_master)
@@ -112,6 +123,7 @@ class Collector:
     def on_report_to_master(self, client_id: str, data: dict[str, Any]) -> None:
         data["geetcd_latency"] = [[t, n, h.to_json()] for (t, n), h in self.histograms.items()]
         data["geetcd_members"] = self.by_member
+        data["geetcd_attempts"] = self.attempts.take()
         self.histograms, self.by_member = {}, {}
 
     def on_worker_report(self, client_id: str, data: dict[str, Any]) -> None:
@@ -121,6 +133,7 @@ class Collector:
             self.window.merge(shipped)
         for url, count in data.get("geetcd_members", {}).items():
             self.by_member[url] = self.by_member.get(url, 0) + int(count)
+        self.attempts.merge(data.get("geetcd_attempts") or {})
 
     def on_test_start(self, environment: Environment, **_: Any) -> None:
         self.histograms, self.by_member, self.window = {}, {}, LatencyHistogram()
@@ -172,9 +185,27 @@ class Collector:
             {"type": e.method, "name": e.name, "error": str(e.error), "occurrences": e.occurrences}
             for e in found
         ]
-        report = {"latency_ms": latency, "members": self.by_member, "errors": errors}
+        report = {
+            "latency_ms": latency,
+            "members": self.by_member,
+            "attempts": self.attempts.to_json(),
+            "errors": errors,
+        }
         with open(self.path, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
+
+
+def _observe_every_client(counter: AttemptCounter) -> None:
+    """Attach ``counter`` to every geetcd client built from now on in this process (the
+    latest counter replaces an earlier one)."""
+    original = getattr(geetcd.client.Client.__init__, "__wrapped__", geetcd.client.Client.__init__)
+
+    @functools.wraps(original)
+    def init(self: geetcd.client.Client, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.core.add_observer(counter)
+
+    setattr(geetcd.client.Client, "__init__", init)  # noqa: B010 - mypy: no method assignment
 
 
 def _install(environment: Environment, **_: Any) -> None:

@@ -27,7 +27,14 @@ What each worker process does (started on its first use, or by gunicorn's
   leader dies, another takes over within about the TTL;
 * **per-request reads and writes**: ``GET``/``PUT /kv/<key>`` through the worker's client
   (reads batched, the default);
-* **health**: ``GET /health``, the client's cluster state and this worker's duties.
+* **health**: ``GET /health``, the client's cluster state and this worker's duties;
+* **metrics**: ``GET /metrics``, the client's Prometheus metrics (:mod:`geetcd.metrics`,
+  when ``prometheus_client`` is installed). Under gunicorn with several workers, set
+  ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory for the whole server (master and
+  workers): every worker then writes its series there, and ``/metrics``, whichever worker
+  answers, serves the sum over the workers (prometheus_client's multiprocess mode;
+  ``gunicorn_conf.py`` marks dead workers for the live gauges). Without it, ``/metrics``
+  shows the answering process only (right for ``python -m loadtests.app``).
 
 One client per worker process. It may be created at import, which under ``--preload`` means
 in the gunicorn master before the fork: geetcd is fork-safe (the child severs every inherited
@@ -110,7 +117,32 @@ def client() -> geetcd.Client:
         _client = geetcd.Client(
             ENDPOINTS, namespace=NAMESPACE, timeout=5.0, batch_reads=BATCH_READS
         )
+        _instrument(_client)
     return _client
+
+
+def _instrument(new: geetcd.Client) -> None:
+    """Metrics of ``new`` in the default registry (label ``client="client1"``: the first
+    client of this process, whether built here or in the master before the fork)."""
+    try:
+        import geetcd.metrics
+
+        geetcd.metrics.instrument(new)
+    except ImportError as exc:
+        log.warning("no /metrics: %s", exc)
+
+
+def metrics_page() -> tuple[bytes, str]:
+    """The exposition ``/metrics`` serves and its content type: every worker's series
+    summed in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), else this process's."""
+    import prometheus_client
+    from prometheus_client import multiprocess
+
+    registry = prometheus_client.REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return prometheus_client.generate_latest(registry), prometheus_client.CONTENT_TYPE_LATEST
 
 
 def worker() -> Worker:
@@ -137,6 +169,15 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     """The service's WSGI callable."""
     method = environ.get("REQUEST_METHOD", "GET")
     path = environ.get("PATH_INFO", "/")
+    if path == "/metrics":
+        try:
+            page, content_type = metrics_page()
+        except ImportError as exc:
+            return _reply(start_response, "501 Not Implemented", {"error": str(exc)})
+        start_response(
+            "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(page)))]
+        )
+        return [page]
     try:
         w = worker()
         if path.startswith("/config/"):

@@ -115,6 +115,15 @@ def test_default_run_with_throwaway_cluster(tmp_path: Path, etcd_version: EtcdVe
     assert set(latency["members"]) <= set(urls)
     assert sum(latency["members"].values()) == total
     assert "requests by member: http://127.0.0.1:" in stdout
+    # Attempts per member, from the observer hook: every call had one attempt at least (the
+    # clients' own member-list calls come on top), none failed, nothing failed over.
+    attempts = latency["attempts"]
+    assert set(attempts["members"]) <= set(urls)
+    assert sum(m["attempts"] for m in attempts["members"].values()) >= total
+    assert all(m["failed"] == m["failed_over"] == 0 for m in attempts["members"].values())
+    assert attempts["failovers"] == 0
+    assert "attempts by member: http://127.0.0.1:" in stdout
+    assert "calls failed over to another member: 0" in summary
     # The report files.
     html = (out / "report.html").read_text()
     assert "<html" in html.lower()
@@ -207,6 +216,11 @@ def test_distributed_failover_on_three_members(tmp_path: Path) -> None:
     known = {url for url in latency["members"] if "," not in url}
     assert known <= members and len(known) >= 2
     assert sum(latency["members"].values()) == totals.total()
+    # The workers' attempt counts reached the master: the paused member's attempts failed.
+    attempts = latency["attempts"]["members"]
+    assert set(attempts) <= members
+    assert sum(m["failed"] for m in attempts.values()) >= 1, attempts
+    assert "attempts by member: " in (tmp_path / "summary.txt").read_text()
 
 
 def test_failover_refuses_given_endpoints(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import gevent
 import pytest
 from geventhttpclient import HTTPClient
+from metrics_scrape import Labels, parse, promtool_check, total
 from polling import wait_for
 
 import geetcd
@@ -107,7 +108,11 @@ def gunicorn(cluster: EtcdCluster, namespace: str, tmp: Path, preload: bool) -> 
     ]  # fmt: skip
     if preload:
         command.append("--preload")
-    return Service(command, _env(cluster, namespace, preload), port, tmp / "gunicorn.log")
+    env = _env(cluster, namespace, preload)
+    # /metrics summed over the workers (prometheus_client's multiprocess mode).
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "prometheus")
+    (tmp / "prometheus").mkdir()
+    return Service(command, env, port, tmp / "gunicorn.log")
 
 
 def pywsgi(cluster: EtcdCluster, namespace: str, tmp: Path) -> Service:
@@ -134,6 +139,32 @@ def registered(client: geetcd.Client) -> set[int]:
 def duty_holder(client: geetcd.Client) -> int | None:
     leader = client.election("duty").leader()
     return int(leader.value) if leader is not None else None
+
+
+def scrape(service: Service) -> tuple[bytes, dict[tuple[str, Labels], float]]:
+    """``GET /metrics`` (on a fresh connection: any worker may answer): the exposition and
+    its samples by (name, labels)."""
+    response = service.http.get("/metrics", headers={"Connection": "close"})
+    page = response.read()
+    assert response.status_code == 200, page[:300]
+    return page, parse(page.decode())
+
+
+def check_metrics(service: Service, statuses: dict[int, int], workers: int) -> None:
+    """After :func:`run_load` with no error (each of its iterations is one PUT and one GET
+    of /kv, and nothing else in the service calls ``client.get``), the counters summed over
+    the workers hold exactly the requests served."""
+    gets = puts = statuses[200] // 2
+    page, samples = scrape(service)
+    assert total(samples, "geetcd_requests_total", method="get") == gets
+    assert total(samples, "geetcd_requests_total", method="get", outcome="ok") == gets
+    assert total(samples, "geetcd_request_duration_seconds_count", method="get") == gets
+    # Each worker also wrote its registration key once.
+    assert total(samples, "geetcd_requests_total", method="put", outcome="ok") == puts + workers
+    ups = {dict(k[1])["member"]: v for k, v in samples.items() if k[0] == "geetcd_member_up"}
+    assert len(ups) == 3 and set(ups.values()) == {1.0}, ups
+    assert total(samples, "geetcd_leases_kept_alive") >= workers  # registration leases
+    promtool_check(page)
 
 
 def check_config_reaches_every_worker(service: Service, etcd: geetcd.Client, workers: int) -> float:
@@ -204,6 +235,7 @@ def test_service_under_gunicorn(
         assert foreign == []  # no answer ever belonged to another request or process
         assert errors == [] and set(statuses) <= {200}, (statuses, errors[:5])
         assert pids == workers  # both workers served
+        check_metrics(service, statuses, workers=2)
 
         # Leader duty: one holder; killing it hands the duty to the other worker.
         wait_for(lambda: duty_holder(etcd) in workers, timeout=15, what="a duty holder")
@@ -285,6 +317,7 @@ def test_service_under_pywsgi(
         foreign, statuses, errors, pids = run_load(service, seconds=2)
         assert foreign == [] and errors == [] and set(statuses) == {200}
         assert pids == {service.proc.pid}
+        check_metrics(service, statuses, workers=1)
         status, health = service.request("GET", "/health")
         assert status == 200 and health["leader"] is True and len(health["members"]) == 3
         service.proc.kill()  # the process dies: its registration expires within the TTL

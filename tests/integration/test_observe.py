@@ -61,7 +61,7 @@ def test_calls_and_attempts_are_reported_once(etcd_server: Any) -> None:
             client.compact(head)
             client.range("/observe/a", revision=1)
         methods = [m for m, *_ in recorder.ended]
-        assert methods == ["put", "range", "delete", "status", "compact", "range"]
+        assert methods == ["put", "get", "delete", "status", "compact", "range"]
         assert [e[1] for e in recorder.ended] == [None] * 5 + ["CompactedRevision"]
         assert all(e[2] == etcd_server.members[0].client_url for e in recorder.ended)
         assert len(recorder.attempts) == 6
@@ -77,8 +77,13 @@ def test_batched_reads_each_caller_one_call(etcd_server: Any) -> None:
     with geetcd.Client(etcd_server.members[0].client_url) as client:
         client.put("/observe/k", "v")
         client.core.add_observer(recorder)
-        readers = [gevent.spawn(client.range, "/observe/k") for _ in range(50)]
-        gevent.joinall(readers, raise_error=True)
+        # Rounds until a batch forms (on a busy machine the first reads may all go alone).
+        for _ in range(20):
+            recorder.__init__()  # type: ignore[misc]
+            readers = [gevent.spawn(client.range, "/observe/k") for _ in range(50)]
+            gevent.joinall(readers, raise_error=True)
+            if recorder.batches:
+                break
         assert len(recorder.ended) == 50
         assert all(e[0] == "range" and e[1] is None for e in recorder.ended)
         sizes = [e[3] for e in recorder.ended]
@@ -105,7 +110,7 @@ def test_an_observer_that_raises_never_fails_a_call(etcd_server: Any) -> None:
         client.core.add_observer(recorder)
         client.put("/observe/x", "1")
         assert client.get("/observe/x") is not None
-        assert [e[0] for e in recorder.ended] == ["put", "range"]
+        assert [e[0] for e in recorder.ended] == ["put", "get"]
         with pytest.raises(TypeError):
             client.core.add_observer(object())  # type: ignore[arg-type]
 

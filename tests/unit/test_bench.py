@@ -205,3 +205,53 @@ def test_sparkline() -> None:
     line = chart.sparkline([(x, float(x)) for x in range(100)], width=10)
     assert len(line) == 10 and line[0] == "▁" and line[-1] == "█"
     assert list(line) == sorted(line)
+
+
+class _Call:
+    """A stand-in for geetcd.observe.CallRecord with one observer."""
+
+    def __init__(self, counter: Any) -> None:
+        self.member: str | None = None
+        self._context = counter.call_started(self)
+
+    def context_of(self, observer: Any) -> Any:
+        return self._context
+
+
+def test_attempt_counter_counts_failovers_per_member() -> None:
+    from geetcd.bench.attempts import AttemptCounter, format_attempts, merge_attempts
+
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    counter = AttemptCounter()
+    plain = _Call(counter)
+    counter.attempt_ended(plain, a, 0.001, None)
+    plain.member = a
+    counter.call_ended(plain, 0.001, None)
+    moved = _Call(counter)  # failed on a twice, then answered by b
+    counter.attempt_ended(moved, a, 0.5, TimeoutError())
+    counter.attempt_ended(moved, a, 0.5, TimeoutError())
+    counter.attempt_ended(moved, b, 0.001, None)
+    moved.member = b
+    counter.call_ended(moved, 1.0, None)
+    lost = _Call(counter)  # failed on b and never answered: no failover
+    counter.attempt_ended(lost, b, 0.5, TimeoutError())
+    lost.member = b
+    counter.call_ended(lost, 0.5, TimeoutError())
+    data = counter.to_json()
+    assert data == {
+        "members": {
+            a: {"attempts": 3, "failed": 2, "failed_over": 1},
+            b: {"attempts": 2, "failed": 1, "failed_over": 0},
+        },
+        "failovers": 1,
+    }
+    assert json.loads(json.dumps(data)) == data
+    assert counter.take() == data and counter.to_json() == {"members": {}, "failovers": 0}
+    doubled = merge_attempts(data, data)
+    assert doubled["members"][a] == {"attempts": 6, "failed": 4, "failed_over": 2}
+    assert doubled["failovers"] == 2
+    assert format_attempts(data) == [
+        f"  attempts by member: {a} 3 (2 failed, 1 failed over), {b} 2 (1 failed, 0 failed over)",
+        "  calls failed over to another member: 1",
+    ]
+    assert format_attempts(None) == [] == format_attempts({"members": {}, "failovers": 0})
