@@ -39,12 +39,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from geetcd.client import Client
 from geetcd.errors import InvalidArgument, InvalidType
-from geetcd.metrics import BATCH_BUCKETS, DURATION_BUCKETS, outcome_of
+from geetcd.metrics._common import BATCH_BUCKETS, DURATION_BUCKETS, outcome_of
 from geetcd.observe import CallRecord, Observer
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
     from geetcd.core import Core
 
 __all__ = ["ClientMetrics", "CollectedMetrics", "MultiprocessMetrics", "attach"]
@@ -248,8 +248,6 @@ def attach(
     client: Client, registry: CollectorRegistry | None, *, prefix: str, name: str | None
 ) -> ClientMetrics:
     """See :func:`geetcd.metrics.instrument`."""
-    from geetcd.client import Client
-
     if not isinstance(client, Client):
         raise InvalidType(f"instrument() needs a geetcd.Client, got {type(client).__name__}")
     if registry is None:

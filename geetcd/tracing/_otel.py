@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from geetcd import __version__
+from geetcd.client import Client
 from geetcd.errors import InvalidType
 from geetcd.observe import CallRecord, Observer
 
 if TYPE_CHECKING:
-    from geetcd.client import Client
     from geetcd.core import Core
 
 __all__ = ["ClientTracing", "attach"]
@@ -23,19 +24,11 @@ _SYSTEM = "etcd"
 _QUIET_LOSSES = ("revoked", "closed")  # this client's own doing: not an error
 
 
-def _version() -> str:
-    from geetcd import __version__
-
-    return __version__
-
-
 def attach(client: Client, tracer_provider: TracerProvider | None) -> ClientTracing:
     """See :func:`geetcd.tracing.instrument`."""
-    from geetcd.client import Client
-
     if not isinstance(client, Client):
         raise InvalidType(f"instrument() needs a geetcd.Client, got {type(client).__name__}")
-    tracer = trace.get_tracer(_SCOPE, _version(), tracer_provider=tracer_provider)
+    tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
     tracing = ClientTracing(client.core, tracer)
     client.core.add_observer(tracing)
     return tracing

@@ -14,7 +14,10 @@ way an application does and that nothing inside the library imports:
 
 * ``geetcd.cli`` (the ``geetcd`` command line) and ``geetcd.bench`` (the benchmark driver),
 * ``geetcd.locust`` (locust users) and ``geetcd.demo`` (the ``geetcd-demo`` walkthrough),
-* ``geetcd.testing`` (the etcd launcher and pytest plugin, whose fixtures hand out clients).
+* ``geetcd.testing`` (the etcd launcher and pytest plugin, whose fixtures hand out clients),
+* ``geetcd.metrics`` and ``geetcd.tracing``: the Prometheus and OpenTelemetry adapters, which
+  an application applies to its client (``instrument(client)``); nothing in the library
+  imports them (they read the core only through the observer hook, ``geetcd.observe``).
 
 Everything else (the core, the features built on it, ``geetcd.v2`` and ``geetcd.recipes``,
 which type the client by a Protocol, ``geetcd.recipes._api.KVClient``) is below the facade.
@@ -37,7 +40,15 @@ PACKAGE_DIR = Path(geetcd.__file__).resolve().parent
 FACADE = frozenset({"geetcd", "geetcd.client"})
 """The package (it re-exports the client) and the client module."""
 
-ABOVE_THE_FACADE = ("geetcd.cli", "geetcd.bench", "geetcd.locust", "geetcd.demo", "geetcd.testing")
+ABOVE_THE_FACADE = (
+    "geetcd.cli",
+    "geetcd.bench",
+    "geetcd.locust",
+    "geetcd.demo",
+    "geetcd.testing",
+    "geetcd.metrics",
+    "geetcd.tracing",
+)
 """Modules (and packages, with their submodules) allowed to import the facade: see above."""
 
 KNOWN_CYCLES = {
@@ -58,6 +69,10 @@ FUNCTION_LEVEL_ALLOWED = {
     ("geetcd.cli.app", "geetcd.bench.cli"): "a separate program (geetcd-bench), loaded on demand",
     ("geetcd.cli.app", "geetcd.demo"): "a separate program (geetcd-demo), loaded on demand",
     ("geetcd.testing.plugin", "geetcd"): "the pytest plugin (not to be edited here)",
+    ("geetcd.metrics", "prometheus_client"): "the optional dependency, checked on first use",
+    ("geetcd.metrics", "geetcd.metrics._prometheus"): "needs the optional prometheus_client",
+    ("geetcd.tracing", "opentelemetry.trace"): "the optional dependency, checked on first use",
+    ("geetcd.tracing", "geetcd.tracing._otel"): "needs the optional opentelemetry-api",
 }
 """Imports written inside functions, and why each one is there. Any other import is at
 module level (or under TYPE_CHECKING)."""
