@@ -144,7 +144,8 @@ class Request(Generic[T]):
     or raises an EtcdError for an error answer. ``idempotent``: may be sent again anywhere.
     ``deadline``: monotonic, the whole call's. ``retry``: the call's (None: the client's).
     ``name``: the method name observers see (None: from the path). ``http_method``, ``v3``,
-    ``headers`` (replace the transport's; v2 only: v3 requests carry the auth token).
+    ``headers`` (replace the transport's; v2 only: v3 requests carry the auth token unless
+    ``auth`` is False, as authenticate itself is sent).
     ``endpoint``: a member URL the request is pinned to (no failover). ``attempt_timeout``:
     this request's (None: the client's). ``wait_for_answer``: a write that cannot move on
     once sent waits for its answer until the deadline instead of ``attempt_timeout``
@@ -154,6 +155,7 @@ class Request(Generic[T]):
 
     __slots__ = (
         "attempt_timeout",
+        "auth",
         "avoid",
         "deadline",
         "endpoint",
@@ -188,6 +190,7 @@ class Request(Generic[T]):
         wait_for_answer: bool = False,
         hedge: bool = True,
         avoid: Sequence[Member] = (),
+        auth: bool = True,
     ) -> None:
         self.path = path
         self.payload = payload
@@ -204,6 +207,7 @@ class Request(Generic[T]):
         self.wait_for_answer = wait_for_answer
         self.hedge = hedge
         self.avoid = avoid
+        self.auth = auth
 
     def __repr__(self) -> str:
         return f"<Request {self.http_method} {self.path} idempotent={self.idempotent}>"
@@ -392,6 +396,7 @@ class Executor:
         deadline = request.deadline
         if attempt_timeout is None and request.wait_for_answer and not request.idempotent:
             attempt_timeout = max(self.attempt_timeout, deadline - _monotonic())
+        auth = v3 and request.auth
         if (
             request.idempotent
             and request.hedge
@@ -399,14 +404,16 @@ class Executor:
             and self.hedge_delay is not None
             and len(self.cluster.members) > 1
         ):
-            return self._hedged(do, path, deadline=deadline, retry=retry, auth=v3, records=records)
+            return self._hedged(
+                do, path, deadline=deadline, retry=retry, auth=auth, records=records
+            )
         return self.run(
             do,
             what=path,
             idempotent=request.idempotent,
             deadline=deadline,
             retry=retry,
-            auth=v3,
+            auth=auth,
             endpoint=request.endpoint,
             attempt_timeout=attempt_timeout,
             avoid=request.avoid,

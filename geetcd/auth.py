@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import gevent.event
 
-from geetcd._executor import Attempt, parse_answer
+from geetcd._executor import Request, parse_answer
+from geetcd.cluster import Member
 from geetcd.errors import (
     AuthFailed,
     AuthNotEnabled,
@@ -35,6 +36,7 @@ from geetcd.models import Header
 from geetcd.protocol.codec import as_int, b64, encode_json, prefix_end, unb64
 from geetcd.protocol.errors import error_from_body
 from geetcd.protocol.kv import check_bool, parse_header
+from geetcd.transport import RawResponse
 
 if TYPE_CHECKING:
     from geetcd._executor import Executor
@@ -203,37 +205,32 @@ class TokenAuth:
             flight.set()
 
     def _authenticate(self, executor: Executor, deadline: float) -> Mapping[str, str] | None:
-        """Send authenticate through the client's attempt loop (failover, backoff and
-        in-flight accounting as for every call; no token of course: ``auth=False``)."""
+        """Send authenticate the one way every request is sent (:meth:`Executor.send`:
+        failover, backoff and in-flight accounting as for every call; no token of course:
+        ``auth=False``). ``authentications`` counts the answers it got."""
         body = encode_json({"name": self.user, "password": self._password})
-        path = executor.api_prefix + AUTHENTICATE
 
-        def attempt(at: Attempt) -> str:
+        def interpret(response: RawResponse, member: Member) -> str:
             self.authentications += 1
-            response = executor.transport.request(
-                at.member.url,
-                "POST",
-                path,
-                body,
-                connect_timeout=at.connect_timeout,
-                read_timeout=at.read_timeout,
-                deadline=at.deadline,
-                what=AUTHENTICATE,
-            )
             if response.status != 200:
-                raise error_from_body(response.status, response.data, at.member.url)
-            token = parse_answer(lambda obj: obj.get("token"), response.data, at.member.url)
+                raise error_from_body(response.status, response.data, member.url)
+            token = parse_answer(lambda obj: obj.get("token"), response.data, member.url)
             if not isinstance(token, str) or not token:
-                raise MalformedResponse("authenticate answered no token", member=at.member.url)
+                raise MalformedResponse("authenticate answered no token", member=member.url)
             return token
 
         try:
-            token = executor.run(
-                attempt,
-                what=f"authentication as {self.user!r}",
-                idempotent=True,
-                deadline=deadline,
-                auth=False,
+            token = executor.send(
+                Request(
+                    AUTHENTICATE,
+                    body,
+                    interpret,
+                    idempotent=True,
+                    deadline=deadline,
+                    name="authenticate",
+                    auth=False,
+                    hedge=False,
+                )
             )
         except AuthNotEnabled:
             self._token = self._headers = None

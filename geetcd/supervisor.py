@@ -188,6 +188,7 @@ def supervise(
             auth_retried = False  # it served: a later expiry may re-authenticate again
         if should_refresh_token(error) and auth and executor.auth is not None and not auth_retried:
             auth_retried = True
+            stream.failures += 1  # until it serves again: then a later expiry may re-auth
             executor.auth.invalidate(headers)
             log.info("%s refused (%s); re-authenticating once", stream.describe(), error)
             continue
