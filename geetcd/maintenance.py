@@ -192,12 +192,13 @@ def hash_kv(
     and its current revision). Members that applied the same history answer the same hash
     for the same revision.
 
-    Sent as gRPC over HTTP/2 (geetcd._grpc), since etcd 3.5.1's gateway has no HashKV route;
-    never the gateway's whole-database ``/maintenance/hash``, which ignores the revision.
+    Sent as gRPC over HTTP/2 (geetcd.transport.grpc), since etcd 3.5.1's gateway has no
+    HashKV route; never the gateway's whole-database ``/maintenance/hash``, which ignores
+    the revision.
     CompactedRevision / FutureRevision for a revision outside what the member keeps. The
     attempt may take until the call's deadline (hashing a large keyspace takes a while).
     """
-    from geetcd._grpc import unary_call
+    from geetcd.transport.grpc import unary_call
 
     if endpoint is None:
         raise InvalidArgument("hash_kv needs endpoint=, the URL of one member")
@@ -523,7 +524,7 @@ def _grpc_stream_into(
     idle: float,
     progress: Callable[[int, int], object] | None,
 ) -> SnapshotDecoder:
-    from geetcd._grpc import stream_call
+    from geetcd.transport.grpc import stream_call
 
     member = attempt.member
     decoder = SnapshotDecoder(member.url)
