@@ -32,12 +32,18 @@ class Stream:
     __slots__ = ("_closed", "_connection", "_response", "_sock", "status", "url")
 
     def __init__(
-        self, url: str, response: BaseHTTPResponse, connection: HTTPConnection | None = None
+        self,
+        url: str,
+        response: BaseHTTPResponse,
+        connection: HTTPConnection | None = None,
+        sock: Any = None,
     ) -> None:
         self.url = url
         self._response = response
         self._connection = connection
-        self._sock: Any = connection.sock if connection is not None else None
+        if sock is None and connection is not None:
+            sock = connection.sock
+        self._sock = sock  # kept: http.client drops the connection's when the answer ends it
         self.status = response.status
         self._closed = False
 

@@ -263,7 +263,7 @@ class Transport:
         timer = gevent.Timeout(connect_timeout + first_byte_timeout + 0.25)
         timer.start()
         try:
-            conn.sock = dial(
+            sock = conn.sock = dial(
                 url,
                 host,
                 port,
@@ -295,11 +295,8 @@ class Transport:
             raise translate(exc, url, path) from exc
         finally:
             timer.close()
-        stream = Stream(url, response, conn)
-        # From now on only the stream owner's liveness logic bounds reads.
-        if conn.sock is not None:
-            conn.sock.settimeout(None)
-        return stream
+        sock.settimeout(None)  # from now on only the stream owner's liveness logic bounds reads
+        return Stream(url, response, conn, sock)
 
     def open_websocket(
         self,
