@@ -3,7 +3,7 @@
 etcd wraps its ``/v3/`` JSON gateway in a WebSocket proxy (ETCD-PROTOCOL.md §9): on a
 WebSocket to ``/v3/watch`` or ``/v3/lease/keepalive`` every text message sent is one
 request of the gRPC stream and every message received is one ``{"result": ...}`` (or a
-final ``{"error": ...}``). This module opens such a socket and moves whole messages; what
+final ``{"error": ...}``). This module opens such a WebSocket and moves whole messages; what
 they mean is the business of :mod:`geetcd.watch_mux` and :mod:`geetcd.keepalive_ws`.
 
 * The socket comes from :func:`geetcd.transport.dial.dial`: a ``gevent.socket`` (TLS
@@ -11,8 +11,9 @@ they mean is the business of :mod:`geetcd.watch_mux` and :mod:`geetcd.keepalive_
   cooperative whether or not the program was monkey patched, and registered for fork
   severing (a forked child never reads or writes a byte of it); the framing is
   :mod:`wsproto` (sans-IO, from the h11 authors).
-* :func:`open_websocket` does the TCP connect, the TLS handshake and the HTTP upgrade,
-  each bounded by its timeout. An upgrade the other side answers with anything but
+* :func:`open_websocket` does the TCP connect (bounded by ``connect_timeout``), the TLS
+  handshake and the HTTP upgrade (together bounded by ``handshake_timeout``, counted from
+  the start of the connect). An upgrade the other side answers with anything but
   ``101`` raises :class:`~geetcd.errors.WebSocketRefused` (a proxy that strips
   ``Upgrade``, a server without the WebSocket proxy): callers fall back to HTTP streams.
 * One greenlet reads (:meth:`WebSocket.receive`); any greenlet may send. Sends are
