@@ -145,7 +145,8 @@ class Request(Generic[T]):
     ``deadline``: monotonic, the whole call's. ``retry``: the call's (None: the client's).
     ``name``: the method name observers see (None: from the path). ``http_method``, ``v3``,
     ``headers`` (replace the transport's; v2 only: v3 requests carry the auth token unless
-    ``auth`` is False, as authenticate itself is sent).
+    ``auth`` is False, as authenticate itself is sent). ``on_attempt(attempt)``: told each
+    attempt just before it is sent (a counter's hook; must not raise or switch).
     ``endpoint``: a member URL the request is pinned to (no failover). ``attempt_timeout``:
     this request's (None: the client's). ``wait_for_answer``: a write that cannot move on
     once sent waits for its answer until the deadline instead of ``attempt_timeout``
@@ -165,6 +166,7 @@ class Request(Generic[T]):
         "idempotent",
         "interpret",
         "name",
+        "on_attempt",
         "path",
         "payload",
         "retry",
@@ -191,6 +193,7 @@ class Request(Generic[T]):
         hedge: bool = True,
         avoid: Sequence[Member] = (),
         auth: bool = True,
+        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.path = path
         self.payload = payload
@@ -208,6 +211,7 @@ class Request(Generic[T]):
         self.hedge = hedge
         self.avoid = avoid
         self.auth = auth
+        self.on_attempt = on_attempt
 
     def __repr__(self) -> str:
         return f"<Request {self.http_method} {self.path} idempotent={self.idempotent}>"
@@ -376,8 +380,12 @@ class Executor:
         v3 = request.v3
         fixed_headers = request.headers
 
+        on_attempt = request.on_attempt
+
         def do(attempt: Attempt) -> T:
             member = attempt.member
+            if on_attempt is not None:
+                on_attempt(attempt)
             response = transport.request(
                 member.url,
                 http_method,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import gevent.event
 
-from geetcd._executor import Request, parse_answer
+from geetcd._executor import Attempt, Request, parse_answer
 from geetcd.cluster import Member
 from geetcd.errors import (
     AuthFailed,
@@ -207,11 +207,13 @@ class TokenAuth:
     def _authenticate(self, executor: Executor, deadline: float) -> Mapping[str, str] | None:
         """Send authenticate the one way every request is sent (:meth:`Executor.send`:
         failover, backoff and in-flight accounting as for every call; no token of course:
-        ``auth=False``). ``authentications`` counts the answers it got."""
+        ``auth=False``). ``authentications`` counts its attempts."""
         body = encode_json({"name": self.user, "password": self._password})
 
-        def interpret(response: RawResponse, member: Member) -> str:
+        def count(_attempt: Attempt) -> None:
             self.authentications += 1
+
+        def interpret(response: RawResponse, member: Member) -> str:
             if response.status != 200:
                 raise error_from_body(response.status, response.data, member.url)
             token = parse_answer(lambda obj: obj.get("token"), response.data, member.url)
@@ -230,6 +232,7 @@ class TokenAuth:
                     name="authenticate",
                     auth=False,
                     hedge=False,
+                    on_attempt=count,
                 )
             )
         except AuthNotEnabled:

@@ -1,9 +1,9 @@
-"""The unary HTTP/1.1 exchange on one pooled urllib3 connection: one write, a lean reader.
+"""The unary HTTP/1.1 exchange on one pooled connection: one write, a lean reader.
 
-urllib3 stays the HTTP library: it owns the pools, opens every connection (gevent sockets,
-TLS through the transport's ``gevent.ssl`` context, host name checks) and decides when an
-idle connection is dropped. What this module replaces is only the per-call work that
-``http.client`` does on top of that connection, which is most of a small call's client CPU:
+It opens nothing: :mod:`geetcd.transport.pool` hands it a connected socket (dialed, TLS
+included; the pool also decides when an idle connection is dropped), and it writes and
+reads the bytes of one call on it. It replaces the per-call work ``http.client`` would do
+on that connection, which is most of a small call's client CPU:
 
 * **One write.** ``http.client`` sends the request head and the body in two ``send``
   calls (two syscalls, two TCP segments for the server to read). :func:`request_bytes`

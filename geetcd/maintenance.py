@@ -23,7 +23,6 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import gevent
 
 from geetcd._executor import Attempt, check_retry
-from geetcd._grpc import stream_call, unary_call
 from geetcd.cluster import Member
 from geetcd.config import Retry
 from geetcd.errors import (
@@ -49,6 +48,7 @@ from geetcd.protocol.maintenance import (
     SnapshotDecoder,
     check_member_id,
 )
+from geetcd.transport.grpc import stream_call, unary_call
 
 if TYPE_CHECKING:
     from geetcd.core import Core
@@ -171,8 +171,9 @@ def hash_kv(
     and its current revision). Members that applied the same history answer the same hash
     for the same revision.
 
-    Sent as gRPC over HTTP/2 (geetcd._grpc), since etcd 3.5.1's gateway has no HashKV route;
-    never the gateway's whole-database ``/maintenance/hash``, which ignores the revision.
+    Sent as gRPC over HTTP/2 (geetcd.transport.grpc), since etcd 3.5.1's gateway has no
+    HashKV route; never the gateway's whole-database ``/maintenance/hash``, which ignores
+    the revision.
     CompactedRevision / FutureRevision for a revision outside what the member keeps. The
     attempt may take until the call's deadline (hashing a large keyspace takes a while).
     """

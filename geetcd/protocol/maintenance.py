@@ -9,6 +9,9 @@ The snapshot stream (``/maintenance/snapshot``) is one JSON object per line,
 ``{"result": {"header": .., "remaining_bytes": "N", "blob": "<base64>"}}``; the last message
 carries the 32-byte sha256 of every byte before it (etcd's trailer), and an error ends the
 stream as ``{"error": {...}}``. :class:`SnapshotDecoder` turns the bytes into blobs.
+
+HashKV and the raw snapshot are gRPC calls: their protobuf messages are built and parsed
+here, in gRPC frames (:mod:`geetcd.protocol.grpc`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from geetcd.errors import InvalidArgument, InvalidType, MalformedResponse
 from geetcd.models import Header, MemberInfo
 from geetcd.protocol.codec import as_int
 from geetcd.protocol.errors import error_from_object
+from geetcd.protocol.grpc import decode_fields, frame, unframe
+from geetcd.protocol.grpc import encode_varint as _varint
+from geetcd.protocol.grpc import field_int as _int
 from geetcd.protocol.kv import parse_header
 
 __all__ = [
@@ -275,83 +281,21 @@ class SnapshotDecoder:
         )
 
 
-# ---------------------------------------------------------------------- gRPC HashKV
+# ---------------------------------------------------------------------- gRPC messages
 # etcd 3.5.1's gateway has no HashKV route (it came in 3.5.10), so hash_kv speaks gRPC:
-# a unary call whose request and answer are protobuf messages in gRPC's length-prefixed
-# frames. Only the few fields below are encoded / decoded.
+# a unary call whose request and answer are protobuf messages in gRPC frames
+# (geetcd.protocol.grpc). Snapshots go over gRPC too (raw bytes instead of base64 JSON).
+# Only the few fields below are encoded / decoded.
 HASH_KV_GRPC = "/etcdserverpb.Maintenance/HashKV"
-
-
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # int64 on the wire: two's complement
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def hash_kv_request(revision: int) -> bytes:
     """A gRPC frame holding ``HashKVRequest{revision}`` (field 1; omitted when 0)."""
-    message = b"\x08" + _varint(revision) if revision else b""
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def decode_fields(data: bytes) -> dict[int, list[int | bytes]]:
-    """The fields of a protobuf message: varints as ints, length-delimited as bytes (fixed
-    32/64-bit fields are skipped). MalformedResponse for a truncated message."""
-    fields: dict[int, list[int | bytes]] = {}
-    pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        shift = result = 0
-        while True:
-            if pos >= len(data) or shift > 63:
-                raise MalformedResponse("truncated protobuf varint")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return result
-
-    while pos < len(data):
-        tag = varint()
-        number, wire = tag >> 3, tag & 7
-        value: int | bytes
-        if wire == 0:
-            value = varint()
-        elif wire == 2:
-            size = varint()
-            if pos + size > len(data):
-                raise MalformedResponse("truncated protobuf field")
-            value, pos = data[pos : pos + size], pos + size
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-            continue
-        else:
-            raise MalformedResponse(f"unsupported protobuf wire type {wire}")
-        fields.setdefault(number, []).append(value)
-    return fields
-
-
-def _int(fields: dict[int, list[int | bytes]], number: int, signed: bool = False) -> int:
-    values = fields.get(number)
-    value = values[-1] if values else 0
-    if not isinstance(value, int):
-        raise MalformedResponse(f"protobuf field {number} is not a varint")
-    if signed and value >= 1 << 63:
-        value -= 1 << 64
-    return value
+    return frame(b"\x08" + _varint(revision) if revision else b"")
 
 
 SNAPSHOT_GRPC = "/etcdserverpb.Maintenance/Snapshot"
-SNAPSHOT_REQUEST = b"\x00\x00\x00\x00\x00"  # an empty SnapshotRequest in a gRPC frame
+SNAPSHOT_REQUEST = frame(b"")  # an empty SnapshotRequest
 
 
 def parse_snapshot_message(message: bytes) -> tuple[bytes, int]:
@@ -363,15 +307,9 @@ def parse_snapshot_message(message: bytes) -> tuple[bytes, int]:
     return blob, _int(fields, 2)
 
 
-def parse_hash_kv(frame: bytes) -> HashKV:
+def parse_hash_kv(body: bytes) -> HashKV:
     """``HashKVResponse`` from the gRPC answer body (one length-prefixed frame)."""
-    if len(frame) < 5 or frame[0] != 0:
-        raise MalformedResponse(f"not an uncompressed gRPC frame: {frame[:16]!r}")
-    size = int.from_bytes(frame[1:5], "big")
-    message = frame[5 : 5 + size]
-    if len(message) != size:
-        raise MalformedResponse("truncated gRPC frame")
-    fields = decode_fields(message)
+    fields = decode_fields(unframe(body))
     raw_header = fields.get(1, [b""])[-1]
     header_fields = decode_fields(raw_header) if isinstance(raw_header, bytes) else {}
     header = Header(

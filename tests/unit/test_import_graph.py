@@ -52,10 +52,6 @@ ABOVE_THE_FACADE = (
 """Modules (and packages, with their submodules) allowed to import the facade: see above."""
 
 KNOWN_CYCLES = {
-    # transport.open_websocket imports the WebSocket client inside the function, and
-    # websocket.py uses transport's endpoint parsing and error translation (both modules are
-    # the transport layer, to be one package per DESIGN.md "transport (package)").
-    frozenset({"geetcd.transport", "geetcd.websocket"}),
     # The watch hub builds its multiplexer (an import inside WatchHub.__init__), and the
     # multiplexer uses the hub's constants and stream classes.
     frozenset({"geetcd.watch_hub", "geetcd.watch_mux"}),
@@ -64,7 +60,6 @@ KNOWN_CYCLES = {
 
 FUNCTION_LEVEL_ALLOWED = {
     ("geetcd.locust", "locust.runners"): "locust is an optional dependency (extra 'locust')",
-    ("geetcd.transport", "geetcd.websocket"): "one of the KNOWN_CYCLES",
     ("geetcd.watch_hub", "geetcd.watch_mux"): "one of the KNOWN_CYCLES",
     ("geetcd.cli.app", "geetcd.bench.cli"): "a separate program (geetcd-bench), loaded on demand",
     ("geetcd.cli.app", "geetcd.demo"): "a separate program (geetcd-demo), loaded on demand",

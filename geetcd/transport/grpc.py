@@ -1,27 +1,27 @@
-"""One unary gRPC call over HTTP/2, through the sans-IO ``h2`` library on a cooperative
-``gevent.socket`` (no monkey patching needed), for the few calls etcd's JSON gateway lacks
-(HashKV on etcd < 3.5.10) and for snapshots (raw bytes: about three times the gateway's
-rate, which sends them base64 in JSON).
+"""gRPC calls over HTTP/2, through the sans-IO ``h2`` library on a socket from
+:func:`geetcd.transport.dial.dial`, for the few calls etcd's JSON gateway lacks (HashKV on
+etcd < 3.5.10) and for snapshots (raw bytes: about three times the gateway's rate, which
+sends them base64 in JSON). Framing and status are :mod:`geetcd.protocol.grpc`'s.
 
 ``http://`` members get h2c with prior knowledge (etcd serves gRPC and HTTP/1.1 on the same
-port); ``https://`` members get TLS with ALPN ``h2``, using the client's TLS settings. One
-connection per call, closed after it: these are rare maintenance calls, not worth a pool.
+port); ``https://`` members get TLS with ALPN ``h2``, using the client's TLS settings
+through :func:`geetcd.transport.tls.h2_context` (built once per TLS value). One connection
+per call, closed after it: these are rare maintenance calls, not worth a pool. The socket
+is cooperative (a gevent socket, patched or not) and registered for fork severing.
 
 Failures are translated like the transport's: connect refused / timed out ->
 ConnectionFailed, no answer within the read timeout -> ResponseTimeout, connection broken
--> ConnectionLost, TLS failures -> TLSError, a gRPC status other than OK -> the matching
-geetcd error (:func:`geetcd.errors.error_from_status`).
+-> ConnectionLost, TLS failures -> TLSError, a member without HTTP/2 over TLS ->
+UnsupportedServer, a gRPC status other than OK -> the matching geetcd error
+(:func:`geetcd.errors.error_from_status`).
 """
 
 from __future__ import annotations
 
-import socket as _stdlib_socket
-import ssl as _stdlib_ssl
 import time
-import urllib.parse
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator
+from typing import Any
 
-import gevent.socket
 import h2.config
 import h2.connection
 import h2.events
@@ -29,49 +29,41 @@ import h2.exceptions
 import h2.settings
 
 from geetcd.config import TLS
-from geetcd.errors import (
-    ConnectionFailed,
-    ConnectionLost,
-    EtcdError,
-    MalformedResponse,
-    ResponseTimeout,
-    TLSError,
-    UnsupportedServer,
-    error_from_status,
-)
-from geetcd.transport import make_ssl_context, parse_endpoint, translate
+from geetcd.errors import ConnectionLost, EtcdError, ResponseTimeout, UnsupportedServer
+from geetcd.protocol.grpc import FrameDecoder, request_headers, status_error
+from geetcd.transport.dial import dial
+from geetcd.transport.endpoint import authority, parse_endpoint
+from geetcd.transport.errors import translate
+from geetcd.transport.tls import h2_context
 
 __all__ = ["stream_call", "unary_call"]
 
 _monotonic = time.monotonic
 
+# A bigger flow-control window for streams: etcd may send this much before our acks.
+_STREAM_WINDOW = 4 * 1024 * 1024
+_RECV_SIZE = 256 * 1024
 
-def _connect(
-    url: str, tls: TLS | None, connect_timeout: float
-) -> tuple[_stdlib_socket.socket, str, str]:
+
+def _connect(url: str, tls: TLS | None, connect_timeout: float, path: str) -> tuple[Any, str, str]:
+    """(socket, scheme, authority) of a new HTTP/2 connection to ``url``."""
     scheme, host, port = parse_endpoint(url)
-    try:
-        sock = gevent.socket.create_connection((host, port), timeout=connect_timeout)
-    except OSError as exc:
-        raise ConnectionFailed(f"cannot connect to {url} for gRPC: {exc}", member=url) from exc
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if scheme != "https":
-        return sock, scheme, authority
-    settings = tls or TLS()
-    context = make_ssl_context(settings)
-    context.set_alpn_protocols(["h2"])
-    try:
-        wrapped = context.wrap_socket(sock, server_hostname=settings.server_hostname or host)
-    except (_stdlib_ssl.SSLError, OSError) as exc:
+        sock = dial(url, host, port, timeout=connect_timeout, what=f"gRPC {path}")
+        return sock, scheme, authority(host, port)
+    sock = dial(
+        url,
+        host,
+        port,
+        timeout=connect_timeout,
+        ssl_context=h2_context(tls),
+        server_hostname=tls.server_hostname if tls is not None else None,
+        what=f"gRPC {path} TLS handshake",
+    )
+    if sock.selected_alpn_protocol() != "h2":
         sock.close()
-        error = translate(exc, url, "gRPC TLS handshake")
-        if isinstance(error, TLSError):
-            raise error from exc
-        raise TLSError(f"TLS with {url} failed for gRPC: {exc}", member=url) from exc
-    if wrapped.selected_alpn_protocol() != "h2":
-        wrapped.close()
         raise UnsupportedServer(f"{url} does not offer HTTP/2 (ALPN h2) for gRPC", member=url)
-    return wrapped, scheme, authority
+    return sock, scheme, authority(host, port)
 
 
 def unary_call(
@@ -120,7 +112,7 @@ def stream_call(
     socket read. Reads, deadline and errors as :func:`unary_call`; an error status at the
     end of the stream is raised after the messages before it were yielded. Close the
     generator to abandon the call (the connection is closed)."""
-    buffer = bytearray()
+    decoder = FrameDecoder(url)
     for data in _exchange(
         url,
         path,
@@ -132,22 +124,9 @@ def stream_call(
         deadline=deadline,
         window=_STREAM_WINDOW,
     ):
-        buffer += data
-        while len(buffer) >= 5:
-            if buffer[0] != 0:
-                raise MalformedResponse(f"compressed gRPC message from {url}", member=url)
-            size = int.from_bytes(buffer[1:5], "big")
-            if len(buffer) < 5 + size:
-                break
-            message = bytes(buffer[5 : 5 + size])
-            del buffer[: 5 + size]
-            yield message
-    if buffer:
+        yield from decoder.feed(data)
+    if decoder.pending:
         raise ConnectionLost(f"{url} ended {path} inside a gRPC message", member=url)
-
-
-# A bigger flow-control window for streams: etcd may send this much before our acks.
-_STREAM_WINDOW = 4 * 1024 * 1024
 
 
 def _exchange(
@@ -165,7 +144,7 @@ def _exchange(
     """One gRPC request on a new connection: yields the answer's DATA as it arrives, then
     checks the status (grpc-status in the trailers, or in the headers of a trailers-only
     answer) and closes the connection."""
-    sock, scheme, authority = _connect(url, tls, connect_timeout)
+    sock, scheme, host = _connect(url, tls, connect_timeout, path)
     try:
         conn = h2.connection.H2Connection(
             config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -175,23 +154,11 @@ def _exchange(
             conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
             conn.increment_flow_control_window(window)
         stream = conn.get_next_available_stream_id()
-        left_ms = max(1, int((deadline - _monotonic()) * 1000))
-        headers = [
-            (":method", "POST"),
-            (":scheme", scheme),
-            (":path", path),
-            (":authority", authority),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-            ("grpc-timeout", f"{left_ms}m"),
-            ("user-agent", "geetcd"),
-        ]
-        if token:
-            headers.append(("authorization", token))
+        headers = request_headers(scheme, host, path, timeout=deadline - _monotonic(), token=token)
         conn.send_headers(stream, headers)
         conn.send_data(stream, frame, end_stream=True)
         sock.sendall(conn.data_to_send())
-        status: Mapping[str, str] = {}
+        status: dict[str, str] = {}
         trailers: dict[str, str] = {}
         ended = False
         while not ended:
@@ -200,7 +167,7 @@ def _exchange(
                 raise ResponseTimeout(f"no gRPC answer from {url} to {path} in time", member=url)
             sock.settimeout(wait)
             try:
-                data = sock.recv(256 * 1024)
+                data = sock.recv(_RECV_SIZE)
             except TimeoutError as exc:
                 raise ResponseTimeout(
                     f"no gRPC answer from {url} to {path} in time", member=url
@@ -234,14 +201,9 @@ def _exchange(
                 sock.sendall(pending)
             if received and status.get(":status") == "200":
                 yield from received
-        if status.get(":status") != "200":
-            raise MalformedResponse(
-                f"{url} answered {path} with HTTP/2 status {status.get(':status')}", member=url
-            )
-        code = int(trailers.get("grpc-status", "2") or 2)
-        if code != 0:
-            message = urllib.parse.unquote(trailers.get("grpc-message", ""))
-            raise error_from_status(None, code, message or f"gRPC status {code}", member=url)
+        error = status_error(status.get(":status"), trailers, url, path)
+        if error is not None:
+            raise error
     except h2.exceptions.ProtocolError as exc:
         raise ConnectionLost(f"HTTP/2 protocol error with {url}: {exc}", member=url) from exc
     except EtcdError:
