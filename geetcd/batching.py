@@ -291,6 +291,7 @@ class _Batcher:
                 lambda obj: self._parse(obj, batch),
                 idempotent=self.idempotent,
                 deadline=deadline,
+                drain=self.idempotent,  # a read-only txn (see Request.drain)
                 records=records,
             )
         except TooManyOperations:

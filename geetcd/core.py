@@ -268,12 +268,21 @@ class Core:
         retry: Retry | None = None,
         *,
         name: str | None = None,
+        drain: bool = False,
     ) -> Any:
         """Start the core, then one unary JSON call through the one way to send
-        (:meth:`Executor.call`; ``name`` is the method name observers see)."""
+        (:meth:`Executor.call`; ``name`` is the method name observers see, ``drain`` marks a
+        read-only txn: see :class:`~geetcd._executor.Request`)."""
         self.start()
         return self.executor.call(
-            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry, name=name
+            path,
+            body,
+            parse,
+            idempotent=idempotent,
+            timeout=timeout,
+            retry=retry,
+            name=name,
+            drain=drain,
         )
 
     # ------------------------------------------------------------------ cluster I/O hooks

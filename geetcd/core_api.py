@@ -115,4 +115,5 @@ class CoreAPI(Protocol):
         retry: Retry | None = None,
         *,
         name: str | None = None,
+        drain: bool = False,
     ) -> Any: ...

@@ -69,9 +69,17 @@ class KV(Feature):
         timeout: float | None,
         retry: Retry | None,
         name: str | None = None,
+        drain: bool = False,
     ) -> Any:
         return self._core.call(
-            path, body, parse, idempotent=idempotent, timeout=timeout, retry=retry, name=name
+            path,
+            body,
+            parse,
+            idempotent=idempotent,
+            timeout=timeout,
+            retry=retry,
+            name=name,
+            drain=drain,
         )
 
     # ------------------------------------------------------------------ KV: reads
@@ -267,7 +275,7 @@ class KV(Feature):
         body = txn_body(compare, success, failure, self._ks)
         read_only = all(_is_read_only(op) for op in (*success, *failure))
         result: TxnResponse = self._call(
-            kv_proto.TXN, body, self._parse_txn, read_only, timeout, retry
+            kv_proto.TXN, body, self._parse_txn, read_only, timeout, retry, drain=read_only
         )
         return result
 

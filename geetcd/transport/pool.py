@@ -21,17 +21,19 @@ its answer. No private urllib3 API is used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl as _stdlib_ssl
 from collections.abc import Mapping
 from http.client import HTTPException
 
+import gevent
 import gevent.queue
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ProtocolError
 
-from geetcd.errors import ConnectionFailed, ResponseTimeout
+from geetcd.errors import ConnectionFailed, MemberSilent, ResponseTimeout
 from geetcd.http1 import RequestHead, read_response
 from geetcd.transport.connection import CooperativeHTTPConnection, CooperativeHTTPSConnection
 from geetcd.transport.dial import dial
@@ -42,6 +44,9 @@ from geetcd.transport.gate import FairGate
 __all__ = ["MemberPool", "close_dropped_idle"]
 
 log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT = 30.0
+"""Longest wait for the answer of an abandoned read-only txn (see MemberPool.exchange)."""
 
 
 class _Pool(HTTPConnectionPool):
@@ -83,6 +88,7 @@ class MemberPool:
 
     __slots__ = (
         "connections",
+        "draining",
         "gate",
         "head",
         "host",
@@ -126,6 +132,9 @@ class MemberPool:
             self.connections = _Pool(host, port, maxsize=maxsize, block=True, retries=False)
         self.gate = FairGate(maxsize)
         self.head = RequestHead(host, port, 443 if scheme == "https" else 80, headers)
+        self.draining: set[HTTPConnection] = set()
+        """Connections of abandoned read-only txns whose answers are still read (see
+        :meth:`exchange`); outside the pool, closed by :meth:`close`."""
 
     def __repr__(self) -> str:
         in_use, maxsize = self.usage()
@@ -185,10 +194,18 @@ class MemberPool:
         connect_timeout: float,
         read_timeout: float,
         what: str,
+        drain: bool = False,
     ) -> tuple[int, bytes, Mapping[str, str]]:
         """One request on a pooled connection (the caller holds a gate slot): dial if the
         connection has no socket, write ``request`` in one ``sendall``, read the answer
         with :func:`geetcd.http1.read_response`.
+
+        ``drain``: when the answer does not come in time (ResponseTimeout) or the attempt is
+        moved off a silent member (MemberSilent), the connection is not closed: a greenlet
+        reads the answer in the background (for up to ``DRAIN_TIMEOUT``) and closes it then.
+        For read-only txns: etcd 3.5.0 to 3.5.4 panics (and the member exits) when the client
+        goes away while it applies a read-only txn (etcd issue #14110, fixed in 3.5.5). The
+        pool slot is freed at once; the connection waits outside the pool.
 
         ``connect_timeout`` bounds the connect and the TLS handshake, ``read_timeout`` the
         write and every socket read (ResponseTimeout). Raises ConnectionFailed / TLSError
@@ -197,9 +214,11 @@ class MemberPool:
         translates them once); a TLS alert the server sent when refusing the client
         certificate is raised in place of the failed write or read it caused.
         """
-        conn = self._checkout()
+        conn: HTTPConnection | None = self._checkout()
+        assert conn is not None
         reusable = False
         fresh_tls = False
+        sent = False
         try:
             sock = conn.sock
             if sock is None:
@@ -218,12 +237,21 @@ class MemberPool:
                 fresh_tls = self.ssl_context is not None
             sock.settimeout(read_timeout)  # the write and every socket read from here on
             sock.sendall(request)
+            sent = True
             status, data, headers, reusable = read_response(sock, method)
             return status, data, headers
         except TimeoutError as exc:
+            if drain and sent:
+                self._drain(conn, method)
+                conn = None
             raise ResponseTimeout(
                 f"no answer from {self.url} to {what} in time", member=self.url
             ) from exc
+        except MemberSilent:
+            if drain and sent:
+                self._drain(conn, method)
+                conn = None
+            raise
         except (OSError, HTTPException, ProtocolError) as exc:
             alert = pending_tls_alert(conn.sock) if fresh_tls else None
             if alert is not None:
@@ -231,10 +259,40 @@ class MemberPool:
             close_dropped_idle(self.connections)
             raise
         finally:
-            if not reusable:
-                conn.close()
-            self._checkin(conn)
+            if conn is None:
+                self._checkin_slot()  # the connection is draining, outside the pool
+            else:
+                if not reusable:
+                    conn.close()
+                self._checkin(conn)
+
+    def _checkin_slot(self) -> None:
+        """Give the pool back a connection slot (an empty one: the next call dials)."""
+        queue = self.connections.pool
+        if queue is not None:
+            with contextlib.suppress(gevent.queue.Full):
+                queue.put(None, block=False)
+
+    def _drain(self, conn: HTTPConnection, method: str) -> None:
+        """Read the answer of ``conn``'s request in a greenlet of its own, then close it."""
+        self.draining.add(conn)
+        gevent.spawn(self._drain_answer, conn, method)
+
+    def _drain_answer(self, conn: HTTPConnection, method: str) -> None:
+        try:
+            sock = conn.sock
+            if sock is not None:
+                sock.settimeout(DRAIN_TIMEOUT)
+                read_response(sock, method)
+        except (OSError, HTTPException, ProtocolError, ValueError) as exc:
+            log.debug("draining an abandoned answer from %s ended: %s", self.url, exc)
+        finally:
+            self.draining.discard(conn)
+            conn.close()
 
     def close(self) -> None:
-        """Close every idle connection; later calls raise ConnectionFailed. Never raises."""
+        """Close every idle and draining connection; later calls raise ConnectionFailed.
+        Never raises."""
         self.connections.close()
+        for conn in list(self.draining):
+            conn.close()

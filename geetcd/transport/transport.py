@@ -156,6 +156,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         what: str = "",
         abandon: Callable[[], bool] | None = None,
+        drain: bool = False,
     ) -> RawResponse:
         """Send one request and read the whole answer.
 
@@ -166,7 +167,9 @@ class Transport:
         ``read_timeout``). Every socket read is bounded by ``read_timeout`` (a member that
         stops sending raises ResponseTimeout; one that keeps trickling bytes is not cut off).
         ``abandon()``, asked once a connection is free, True means the member was benched
-        meanwhile: MemberBenched is raised and nothing is sent.
+        meanwhile: MemberBenched is raised and nothing is sent. ``drain``: a read-only txn
+        whose answer is abandoned is read to its end in the background rather than cut off
+        (see :meth:`MemberPool.exchange`).
 
         Returns the status and body for any HTTP answer (errors included); raises only the
         translated transport errors listed in :mod:`geetcd.transport.errors`, and
@@ -218,6 +221,7 @@ class Transport:
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 what=what or path,
+                drain=drain,
             )
         except EtcdError:
             raise

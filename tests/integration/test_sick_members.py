@@ -163,3 +163,41 @@ def test_ttl_4_leases_survive_a_pause_of_the_leader_in_use(
             leader.resume()
         assert lost == []
         assert len(alive) == len(leases)
+
+
+def test_read_only_txns_moved_off_a_paused_member_are_drained_not_cut(
+    healed_cluster: EtcdCluster,
+) -> None:
+    """Read-only txns (batched reads are such txns) abandoned on a paused member keep their
+    connections until the member answers them: etcd 3.5.0-3.5.4 panics (and exits) when a
+    client leaves a read-only txn it is applying (etcd issue #14110)."""
+    victim = follower(healed_cluster)
+    with geetcd.Client(healed_cluster.endpoints, timeout=5.0) as client:
+        use_member(client, victim)
+        client.put("sick/drain", "v")
+        stop = False
+
+        def reader() -> None:
+            while not stop:
+                try:
+                    client.txn([], [geetcd.Op.get("sick/drain"), geetcd.Op.get("sick/x")])
+                except geetcd.EtcdError:
+                    gevent.sleep(0.01)
+
+        readers = [gevent.spawn(reader) for _ in range(16)]
+        gevent.sleep(0.5)
+        pool = client.core.transport._members[victim.client_url]
+        victim.pause()
+        try:
+            wait_for(lambda: client.core.outliers.ejections == 1, 5, "the ejection")
+            gevent.sleep(0.3)
+            drained = len(pool.draining)
+        finally:
+            victim.resume()
+        stop = True
+        gevent.joinall(readers, timeout=10)
+        wait_for(lambda: not pool.draining, 10, "every abandoned answer read")
+        assert drained > 0, "no read-only txn was waiting on the paused member"
+        gevent.sleep(1.0)
+        assert victim.is_running
+        assert client.status(endpoint=victim.client_url).header.member_id
