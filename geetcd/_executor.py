@@ -596,7 +596,11 @@ class Executor:
             started = _monotonic()
             # Seen by outlier detection (geetcd.outlier); reads may be moved off a silent member.
             waiting = member.waiting
-            entry = Waiting(started, gevent.getcurrent(), idempotent)
+            # A call allowed a longer wait than attempt_timeout (an admin write that may take
+            # until its deadline) is patient: outlier detection leaves it alone.
+            entry = Waiting(
+                started, gevent.getcurrent(), idempotent, per_attempt > self.attempt_timeout
+            )
             waiting[entry] = None
             if len(waiting) == 1:
                 cluster.attempt_waiting(member)

@@ -136,15 +136,17 @@ class Member:
 
 class Waiting:
     """One attempt waiting on a member (registered by the attempt loop): when it started,
-    the greenlet waiting, whether it may be moved to another member (idempotent), and
-    whether it is over. Read by outlier detection (:mod:`geetcd.outlier`)."""
+    the greenlet waiting, whether it may be sent again elsewhere (idempotent), whether it
+    chose to wait longer than ``attempt_timeout`` (patient), and whether it is over. Read by
+    outlier detection (:mod:`geetcd.outlier`)."""
 
-    __slots__ = ("done", "greenlet", "idempotent", "started")
+    __slots__ = ("done", "greenlet", "idempotent", "patient", "started")
 
-    def __init__(self, started: float, greenlet: Any, idempotent: bool) -> None:
+    def __init__(self, started: float, greenlet: Any, idempotent: bool, patient: bool) -> None:
         self.started = started
         self.greenlet = greenlet
         self.idempotent = idempotent
+        self.patient = patient
         self.done = False
 
 

@@ -22,8 +22,11 @@ member by its **silence** relative to what is normal for it and for the cluster:
   :class:`~geetcd.errors.MemberSilent`, so new calls go to other members and the prober brings
   it back once it answers the linearizable probe again), every idempotent attempt waiting on
   it (reads, read-only txns, keepalives, stream opens) is moved to another member at once, and
-  every stream on it is moved (stream liveness reads the same cluster state). Writes waiting on
-  it are left alone: they finish or time out as before, and are never sent again.
+  every stream on it is moved (stream liveness reads the same cluster state). A write waiting
+  on it ends at once with :class:`~geetcd.errors.OutcomeUnknown`: the answer it would have got
+  at ``attempt_timeout``, sooner; it is never sent again (it may still be applied, as after a
+  timeout). Calls that chose to wait longer than ``attempt_timeout`` for their answer (admin
+  writes such as a member add or a defragmentation) are left alone.
 
 It never misfires into an outage: it never ejects the last member that is neither benched nor
 quiet itself, nor more than one member in three at once (several members silent together is
@@ -195,13 +198,14 @@ class SilenceDetector:
         self._cluster.mark_failed(member, error)
         hub = gevent.get_hub()
         for entry in list(member.waiting):
-            if entry.idempotent and not entry.done:
+            if not entry.patient and not entry.done:
                 hub.loop.run_callback(_move, entry, error)
 
 
 def _move(entry: Waiting, error: MemberSilent) -> None:
-    """In the hub: raise ``error`` in the greenlet of a waiting idempotent attempt, if it still
-    waits (it is then blocked inside its attempt, on that member's socket or pool)."""
+    """In the hub: raise ``error`` in the greenlet of a waiting attempt, if it still waits (it
+    is then blocked inside its attempt, on that member's socket or pool). The attempt loop then
+    sends a read elsewhere, and ends a write with OutcomeUnknown (never sent again)."""
     if entry.done or entry.greenlet.dead:
         return
     entry.greenlet.throw(MemberSilent(error.message, member=error.member))

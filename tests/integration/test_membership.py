@@ -75,7 +75,7 @@ def test_learner_add_promote_update_remove_under_load() -> None:
 
             # -- add a learner; start its etcd process
             client_port, peer_port, spare_peer_port = _free_ports("127.0.0.1", 3)
-            new = cluster._new_member(client_port, peer_port)
+            new = cluster._new_member((client_port, peer_port))
             (added, refusals) = retry_refusals(
                 lambda: client.member_add([new.peer_url], learner=True)
             )  # type: ignore[misc]
