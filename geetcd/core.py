@@ -19,10 +19,10 @@ from typing import Any
 import gevent
 import gevent.pool
 
-from geetcd._executor import Executor, check_timeout
+from geetcd._executor import Executor
 from geetcd.auth import TokenAuth
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
-from geetcd.config import TLS, Retry
+from geetcd.config import TLS, Retry, check_duration
 from geetcd.errors import InvalidArgument, InvalidType
 from geetcd.keepalive import KeepAlive
 from geetcd.liveness import StreamLiveness
@@ -90,7 +90,7 @@ class Core:
         if tls is not None and not isinstance(tls, TLS):
             raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
         if sync_interval is not None:
-            check_timeout(sync_interval, "sync_interval")
+            check_duration(sync_interval, "sync_interval")
         prefix = b"" if namespace is None else to_bytes(namespace, "namespace")
         self.ks = Keyspace(prefix)
         self.observers = Observers()

@@ -8,13 +8,12 @@ that immediately asks again queues behind the others (no barging).
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 
 import gevent.event
 
-from geetcd.errors import InvalidArgument, InvalidType
+from geetcd.config import check_duration
 
 __all__ = ["FifoGate", "check_timeout", "deadline_of", "remaining"]
 
@@ -22,18 +21,11 @@ _monotonic = time.monotonic
 
 
 def check_timeout(timeout: object, what: str = "timeout") -> float | None:
-    """``timeout`` as a float of seconds (None stays None). InvalidType for a non-number or a
-    bool, InvalidArgument for NaN, infinity or a negative number. No I/O."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise InvalidType(
-            f"{what} must be a number of seconds or None, got {type(timeout).__name__}"
-        )
-    value = float(timeout)
-    if math.isnan(value) or math.isinf(value) or value < 0:
-        raise InvalidArgument(f"{what} must be a finite number >= 0, got {timeout!r}")
-    return value
+    """A recipe's optional timeout: None stays None (wait forever), 0 means "do not wait";
+    anything else is validated by the one duration check, :func:`geetcd.config.check_duration`
+    (InvalidType for a non-number or a bool, InvalidArgument for NaN, infinity or a negative
+    number). No I/O."""
+    return None if timeout is None else check_duration(timeout, what, allow_zero=True)
 
 
 def deadline_of(timeout: object, what: str = "timeout") -> float | None:

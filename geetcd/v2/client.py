@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, Protocol, TypeVar
 
-from geetcd._executor import check_timeout
 from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
-from geetcd.config import TLS, Retry
+from geetcd.config import TLS, Retry, check_duration
 from geetcd.core import Core
 from geetcd.errors import DeadlineExceeded, InvalidArgument, InvalidType, ServerError
 from geetcd.models import Header, MemberInfo, MemberList
@@ -102,7 +101,7 @@ class Client:
         transport: Transport | None = None,
     ) -> None:
         quorum = _check_consistency(consistency)
-        interval = check_timeout(liveness_interval, "liveness_interval")
+        interval = check_duration(liveness_interval, "liveness_interval")
         core = Core(
             endpoints,
             timeout=timeout,
@@ -138,7 +137,7 @@ class Client:
         if not isinstance(core, Core):
             raise InvalidType(f"client must be a geetcd.Client, got {type(client).__name__}")
         quorum = _check_consistency(consistency)
-        interval = check_timeout(liveness_interval, "liveness_interval")
+        interval = check_duration(liveness_interval, "liveness_interval")
         self = cls.__new__(cls)
         self._setup(core, client, owns=False, quorum=quorum, interval=interval)
         return self
@@ -420,7 +419,7 @@ class Client:
         request = proto.watch_request(key, wait_index, recursive=recursive)
         deadline = None
         if timeout is not None:
-            deadline = _monotonic() + check_timeout(timeout, "timeout")
+            deadline = _monotonic() + check_duration(timeout, "timeout")
         if wait_index is None:
             index = self._current_index(timeout)
             request = proto.watch_request(key, index + 1, recursive=recursive)
