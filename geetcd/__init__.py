@@ -80,6 +80,7 @@ from geetcd.models import (
     WatchResponse,
 )
 from geetcd.observe import CallRecord, Observer
+from geetcd.options import ClientConfig
 from geetcd.protocol.kv import SortOrder, SortTarget
 from geetcd.recipes import Election, Lock, STMTx
 from geetcd.txn import Compare, Comparison, Op
@@ -183,5 +184,6 @@ __all__ = [
     "WatchResponse",
     "__version__",
     "CallRecord",
+    "ClientConfig",
     "Observer",
 ]

@@ -88,11 +88,6 @@ class Authenticator(Protocol):
         """The token in ``headers`` was rejected: the next headers() authenticates again."""
 
 
-def check_timeout(value: object, what: str) -> float:
-    """Validate a positive, finite number of seconds (see geetcd.config.check_duration)."""
-    return check_duration(value, what)
-
-
 def should_refresh_token(error: BaseException) -> bool:
     """The one rule for re-authenticating: the token was refused (expired or unknown), the
     request went without one (auth turned on since), or a watch was refused with a
@@ -276,16 +271,16 @@ class Executor:
         self.cluster = cluster
         self.transport = transport
         self._transport_drains = "drain" in inspect.signature(transport.request).parameters
-        self.timeout = check_timeout(timeout, "timeout")
-        self.attempt_timeout = check_timeout(attempt_timeout, "attempt_timeout")
-        self.connect_timeout = check_timeout(connect_timeout, "connect_timeout")
+        self.timeout = check_duration(timeout, "timeout")
+        self.attempt_timeout = check_duration(attempt_timeout, "attempt_timeout")
+        self.connect_timeout = check_duration(connect_timeout, "connect_timeout")
         self.retry = check_retry(retry)
         self.api_prefix = api_prefix or "/v3"
         self._prefix_fixed = api_prefix is not None
         self.auth: Authenticator | None = None
         # Reads with no answer after hedge_delay seconds are also sent to a second member.
         self.hedge_delay = (
-            None if hedge_delay is None else check_timeout(hedge_delay, "hedge_delay")
+            None if hedge_delay is None else check_duration(hedge_delay, "hedge_delay")
         )
         self.hedges = 0
         self.closed = False
@@ -302,7 +297,7 @@ class Executor:
         InvalidType / InvalidArgument for a wrong-typed, NaN, infinite or non-positive one."""
         if timeout is None:
             return _monotonic() + self.timeout
-        return _monotonic() + check_timeout(timeout, "timeout")
+        return _monotonic() + check_duration(timeout, "timeout")
 
     def call(
         self,

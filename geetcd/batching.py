@@ -301,7 +301,7 @@ class _Batcher:
                 self._send(batch[start : start + size])
             return
         except EtcdError as exc:
-            shared = exc.transient or isinstance(exc, (DeadlineExceeded, OutcomeUnknown))
+            shared = exc.transient or exc.waited_out or isinstance(exc, OutcomeUnknown)
             if shared or exc.code is None:
                 for op in batch:  # the member, the deadline or a lost answer: everyone's
                     op.result.set_exception(exc)

@@ -30,15 +30,12 @@ from collections.abc import Callable, Iterator
 import gevent
 import gevent.event
 
-from geetcd._executor import check_timeout
 from geetcd.config import ExponentialBackoff, check_duration
 from geetcd.errors import (
-    AuthError,
     CompactedRevision,
     DeadlineExceeded,
     EtcdError,
     InvalidArgument,
-    TLSError,
     WatchCanceled,
     WatchCompacted,
     WatchOverflow,
@@ -55,7 +52,6 @@ __all__ = ["CacheChanges", "PrefixCache"]
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
 _BACKOFF = ExponentialBackoff(base=0.1, cap=2.0)
-_FATAL = (AuthError, InvalidArgument, TLSError)
 
 ChangeCallback = Callable[[Event], object]
 ErrorCallback = Callable[[BaseException], object]
@@ -186,7 +182,7 @@ class PrefixCache:
         self._on_error = on_error
         self._page_size = check_int(page_size, "page_size", minimum=1)
         self._buffer = check_int(buffer, "buffer", minimum=1)
-        self._liveness = None if liveness is None else check_timeout(liveness, "liveness")
+        self._liveness = None if liveness is None else check_duration(liveness, "liveness")
         self._mirror: dict[bytes, KeyValue] = {}
         self._feeds: set[CacheChanges] = set()
         self._synced = gevent.event.Event()
@@ -343,14 +339,14 @@ class PrefixCache:
             except WatchOverflow as exc:
                 log.warning("cache of %r fell behind its watch (%s); re-watching", self.prefix, exc)
                 continue
-            except _FATAL as exc:
-                self._fail(exc)
-                return
             except CompactedRevision as exc:  # compacted between listing pages
                 log.info("cache of %r: listing revision compacted (%s); retrying", self.prefix, exc)
                 need_list = True
                 continue
             except EtcdError as exc:
+                if exc.permanent:  # the credentials, the TLS set-up or the request is wrong
+                    self._fail(exc)
+                    return
                 failures += 1
                 log.warning("cache of %r: %s; retrying", self.prefix, exc)
                 gevent.sleep(_BACKOFF.compute(failures))

@@ -17,15 +17,14 @@ import gevent
 
 from geetcd.auth import AuthAdmin
 from geetcd.cache import PrefixCache
-from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange
-from geetcd.config import TLS, Retry
+from geetcd.cluster import ClusterState, Member, StateChange
 from geetcd.core import Core
 from geetcd.kv import KV
 from geetcd.lease import Leases
 from geetcd.maintenance import Maintenance
 from geetcd.membership import Membership
 from geetcd.models import Event
-from geetcd.protocol.kv import check_bool
+from geetcd.options import ClientConfig
 from geetcd.recipes.election import Election
 from geetcd.recipes.lock import Lock
 from geetcd.recipes.sessions import SessionPool
@@ -40,6 +39,13 @@ __all__ = ["Client"]
 
 class Client(KV, Watcher, Leases, Maintenance, Membership):
     """A gevent-native etcd v3 client for one cluster.
+
+    ``Client(endpoints, **options)``: the options are the fields of
+    :class:`geetcd.ClientConfig`, validated once into ``client.config`` (an unknown option
+    raises InvalidType naming it); ``Client(config=ClientConfig(...))`` takes a ready one
+    (options given beside it change a copy). ``on_state_change`` (a callable told each member
+    state change) and ``transport`` (a :class:`geetcd.transport.Transport`) are not options:
+    they are given to the client beside its config. The options:
 
     ``endpoints``: a list of ``http(s)://host:port`` URLs or one comma-separated string.
     ``timeout``: the deadline of one call in seconds, retries and failover included
@@ -75,54 +81,24 @@ class Client(KV, Watcher, Leases, Maintenance, Membership):
 
     def __init__(
         self,
-        endpoints: str | Sequence[str] = "http://127.0.0.1:2379",
+        endpoints: str | Sequence[str] | None = None,
         *,
-        timeout: float = 10.0,
-        attempt_timeout: float = 2.0,
-        connect_timeout: float = 1.0,
-        maxsize: int = 64,
-        retry: Retry | None = None,
-        namespace: str | bytes | None = None,
-        policy: PickPolicy = PickPolicy.STICKY_RANDOM,
-        sync_interval: float | None = None,
-        sync_on_start: bool = False,
-        tls: TLS | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        api_prefix: str | None = None,
-        hedge_delay: float | None = None,
+        config: ClientConfig | None = None,
         on_state_change: Callable[[StateChange], None] | None = None,
         transport: Transport | None = None,
-        batch_reads: bool = True,
-        batch_writes: bool = False,
-        streams: str = "websocket",
+        **options: Any,
     ) -> None:
-        check_bool(batch_reads, "batch_reads")
-        check_bool(batch_writes, "batch_writes")
-        core = Core(
-            endpoints,
-            timeout=timeout,
-            attempt_timeout=attempt_timeout,
-            connect_timeout=connect_timeout,
-            maxsize=maxsize,
-            retry=retry,
-            namespace=namespace,
-            policy=policy,
-            sync_interval=sync_interval,
-            sync_on_start=sync_on_start,
-            tls=tls,
-            user=user,
-            password=password,
-            api_prefix=api_prefix,
-            hedge_delay=hedge_delay,
-            on_state_change=on_state_change,
-            transport=transport,
-            streams=streams,
-        )
+        cfg = ClientConfig.build(endpoints, config, options)
+        core = Core(cfg, on_state_change=on_state_change, transport=transport)
         # KV holds the batchers; the other groups hold nothing but the core, set here too.
-        KV.__init__(self, core, batch_reads=batch_reads, batch_writes=batch_writes)
+        KV.__init__(self, core, batch_reads=cfg.batch_reads, batch_writes=cfg.batch_writes)
         self._cluster = core.cluster
         self._sessions: SessionPool | None = None
+
+    @property
+    def config(self) -> ClientConfig:
+        """This client's options (immutable; ``config.replace(...)`` makes a changed copy)."""
+        return self._core.config
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Client:

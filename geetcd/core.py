@@ -13,29 +13,27 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 import gevent.pool
 
-from geetcd._executor import Executor, check_timeout
+from geetcd._executor import Executor
 from geetcd.auth import TokenAuth
-from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
-from geetcd.config import TLS, Retry
-from geetcd.errors import InvalidArgument, InvalidType
+from geetcd.cluster import ClusterState, Member, StateChange
+from geetcd.config import Retry
+from geetcd.errors import InvalidType
 from geetcd.keepalive import KeepAlive
 from geetcd.liveness import StreamLiveness
 from geetcd.models import Header, MemberList
 from geetcd.observe import Observer, Observers
+from geetcd.options import ClientConfig
 from geetcd.outlier import SilenceDetector
 from geetcd.protocol import cluster as cluster_proto
-from geetcd.protocol.codec import Keyspace, to_bytes
+from geetcd.protocol.codec import Keyspace
 from geetcd.transport import Transport
 from geetcd.watch_hub import WatchHub
-
-STREAM_KINDS = ("websocket", "http")
-"""The values of ``Client(streams=...)``."""
 
 __all__ = ["Core"]
 
@@ -54,58 +52,42 @@ class Core:
 
     def __init__(
         self,
-        endpoints: str | Sequence[str],
+        config: ClientConfig,
         *,
-        timeout: float,
-        attempt_timeout: float,
-        connect_timeout: float,
-        maxsize: int,
-        retry: Retry | None,
-        namespace: str | bytes | None,
-        policy: PickPolicy,
-        sync_interval: float | None,
-        sync_on_start: bool,
-        tls: TLS | None,
-        user: str | None,
-        password: str | None,
-        api_prefix: str | None,
-        hedge_delay: float | None,
-        on_state_change: Callable[[StateChange], None] | None,
-        transport: Transport | None,
-        streams: str = "websocket",
+        on_state_change: Callable[[StateChange], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        urls = normalize_endpoints(endpoints)
-        if not isinstance(streams, str):
-            kind = type(streams).__name__  # type: ignore[unreachable]  # untyped callers
-            raise InvalidType(f"streams must be 'websocket' or 'http', got {kind}")
-        if streams not in STREAM_KINDS:
-            raise InvalidArgument(f"streams must be 'websocket' or 'http', got {streams!r}")
-        self.streams = streams
+        if not isinstance(config, ClientConfig):
+            raise InvalidType(f"config must be a ClientConfig, got {type(config).__name__}")
+        self.config = config
+        """The client's options (validated once, immutable)."""
+        urls = list(config.endpoints)
+        self.streams = config.streams
         """How watches and keepalives travel: ``"websocket"`` (multiplexed WebSockets; once
         any member refuses the upgrade, the whole client falls back to HTTP: see
         :meth:`refuse_websockets`) or ``"http"``."""
         self.websocket_refused: str | None = None
         """Why a member refused a WebSocket upgrade (None while none did): the one record,
         read by the watch channel and the keepalive channels."""
-        if tls is not None and not isinstance(tls, TLS):
-            raise InvalidType(f"tls must be a geetcd.TLS, got {type(tls).__name__}")
-        if sync_interval is not None:
-            check_timeout(sync_interval, "sync_interval")
-        prefix = b"" if namespace is None else to_bytes(namespace, "namespace")
+        prefix = config.namespace
         self.ks = Keyspace(prefix)
         self.observers = Observers()
         """The observers attached to this client (:mod:`geetcd.observe`)."""
         self.group = gevent.pool.Group()
-        self.transport = transport if transport is not None else Transport(maxsize=maxsize, tls=tls)
+        self.transport = (
+            transport
+            if transport is not None
+            else Transport(maxsize=config.maxsize, tls=config.tls)
+        )
         self.cluster = ClusterState(
             urls,
             probe=self._probe,
             fetch_members=self._fetch_members,
             group=self.group,
-            policy=policy,
-            sync_interval=sync_interval,
-            sync_on_start=sync_on_start,
-            sync_after_failure=len(urls) > 1 or sync_on_start,
+            policy=config.policy,
+            sync_interval=config.sync_interval,
+            sync_on_start=config.sync_on_start,
+            sync_after_failure=len(urls) > 1 or config.sync_on_start,
             on_state_change=on_state_change,
             on_member_removed=self._member_removed,
             pool_usage=self.transport.pool_usage,
@@ -114,12 +96,12 @@ class Core:
         self.executor = Executor(
             self.cluster,
             self.transport,
-            timeout=timeout,
-            attempt_timeout=attempt_timeout,
-            connect_timeout=connect_timeout,
-            retry=retry if retry is not None else Retry(),
-            api_prefix=api_prefix,
-            hedge_delay=hedge_delay,
+            timeout=config.timeout,
+            attempt_timeout=config.attempt_timeout,
+            connect_timeout=config.connect_timeout,
+            retry=config.retry,
+            api_prefix=config.api_prefix,
+            hedge_delay=config.hedge_delay,
             observers=self.observers,
         )
         self.outliers = SilenceDetector(
@@ -127,8 +109,8 @@ class Core:
         )
         """Outlier detection (:mod:`geetcd.outlier`): reads move off a silent member."""
         self.cluster.on_waiting = self.outliers.ensure_running
-        if user is not None or password is not None:
-            self.executor.auth = TokenAuth(user, password)
+        if config.user is not None or config.password is not None:
+            self.executor.auth = TokenAuth(config.user, config.password)
         self._closed = False
         self._started = False
         self._pid = os.getpid()

@@ -62,6 +62,8 @@ One more tells long-lived owners (watch streams, the keepalive, v2 watches) what
 * ``waited_out``: no member served within the time given (ClusterUnavailable,
   DeadlineExceeded; never ClientClosed); an owner with no deadline of its own waits it out
   and tries again.
+* ``permanent``: no retry, wait or other member can help: the request, the credentials or the
+  TLS set-up is wrong (InvalidArgument, AuthError, TLSError); an owner ends and reports it.
 
 ``token_suspect`` (False unless set on the instance) marks an error that may mean an expired
 token although its class says otherwise: a watch canceled with "permission denied" is how
@@ -137,6 +139,7 @@ class EtcdError(Exception):
     transient: bool = False
     retry_safe: bool = False
     waited_out: bool = False
+    permanent: bool = False
     token_suspect: bool = False
 
     def __init__(
@@ -166,6 +169,8 @@ class EtcdError(Exception):
 
 class InvalidArgument(EtcdError, ValueError):
     """The request is invalid: raised before sending for caller mistakes, or etcd's code 3."""
+
+    permanent = True
 
 
 class InvalidType(InvalidArgument, TypeError):
@@ -226,6 +231,8 @@ class LeaseTTLTooLarge(LeaseError, InvalidArgument):
 
 class AuthError(EtcdError):
     """Base of authentication and authorization failures."""
+
+    permanent = True
 
 
 class AuthFailed(AuthError):
@@ -364,6 +371,8 @@ class TooManyRequests(UnavailableError):
 
 class TLSError(EtcdError):
     """TLS failed with a member (unknown CA, hostname mismatch, missing client certificate)."""
+
+    permanent = True
 
 
 class ClusterUnavailable(EtcdError):

@@ -31,7 +31,6 @@ from typing import Any
 import gevent
 from gevent.hub import Waiter
 
-from geetcd._executor import check_timeout
 from geetcd.config import check_duration
 from geetcd.core import Core
 from geetcd.errors import (
@@ -619,7 +618,7 @@ def open_watch(
         progress_notify=check_bool(progress_notify, "progress_notify"),
     )
     capacity = check_int(buffer, "buffer", minimum=1)
-    bound = check_timeout(DEFAULT_LIVENESS if liveness is None else liveness, "liveness")
+    bound = check_duration(DEFAULT_LIVENESS if liveness is None else liveness, "liveness")
     if callback is not None and not callable(callback):
         raise InvalidArgument(f"callback must be callable, got {callback!r}")
     if on_error is not None and not callable(on_error):

@@ -22,14 +22,12 @@ import gevent.event
 from geetcd.config import ExponentialBackoff
 from geetcd.errors import (
     ClientClosed,
-    ClusterUnavailable,
     CompactedRevision,
     DeadlineExceeded,
     EtcdError,
     InvalidArgument,
     NotLeader,
     OutcomeUnknown,
-    UnavailableError,
     WatchError,
 )
 from geetcd.models import EventType, KeyValue
@@ -57,8 +55,6 @@ __all__ = ["Election"]
 
 log = logging.getLogger(__name__)
 _OBSERVE_BACKOFF = ExponentialBackoff(base=0.1, cap=2.0)
-# Errors after which observe() reads the leader again instead of ending.
-_RECOVERABLE = (UnavailableError, ClusterUnavailable, DeadlineExceeded, WatchError)
 
 
 def _identity(kv: KeyValue) -> tuple[bytes, int, int]:
@@ -293,7 +289,8 @@ class Election:
             except EtcdError as exc:
                 if self._client.closed:  # closed while reading: end, not an error
                     return
-                if not isinstance(exc, _RECOVERABLE):
+                # A member failure, time that ran out, or a watch problem: read the leader again.
+                if not (exc.transient or exc.waited_out or isinstance(exc, WatchError)):
                     raise
                 log.info("election %r: observe recovers from %r", self.name, exc)
                 gevent.sleep(_OBSERVE_BACKOFF.compute(failures))

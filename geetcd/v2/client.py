@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any, Protocol, TypeVar
 
-from geetcd._executor import check_timeout
-from geetcd.cluster import ClusterState, Member, PickPolicy, StateChange, normalize_endpoints
-from geetcd.config import TLS, Retry
+from geetcd.cluster import ClusterState, Member, StateChange, normalize_endpoints
+from geetcd.config import check_duration
 from geetcd.core import Core
 from geetcd.errors import DeadlineExceeded, InvalidArgument, InvalidType, ServerError
 from geetcd.models import Header, MemberInfo, MemberList
+from geetcd.options import ClientConfig
 from geetcd.transport import RawResponse, Transport
 from geetcd.v2 import protocol as proto
 from geetcd.v2.models import Response, Version
@@ -55,6 +55,19 @@ class _Base(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+
+V3_ONLY_OPTIONS = (
+    "namespace",
+    "user",
+    "password",
+    "api_prefix",
+    "hedge_delay",
+    "streams",
+    "batch_reads",
+    "batch_writes",
+)
+"""ClientConfig options the v2 keys API has no use for (refused by :class:`Client`)."""
 
 
 class Client:
@@ -85,43 +98,22 @@ class Client:
 
     def __init__(
         self,
-        endpoints: str | Sequence[str] = "http://127.0.0.1:2379",
+        endpoints: str | Sequence[str] | None = None,
         *,
-        timeout: float = 10.0,
-        attempt_timeout: float = 2.0,
-        connect_timeout: float = 1.0,
-        maxsize: int = 64,
-        retry: Retry | None = None,
-        policy: PickPolicy = PickPolicy.STICKY_RANDOM,
-        sync_interval: float | None = None,
-        sync_on_start: bool = False,
-        tls: TLS | None = None,
-        on_state_change: Callable[[StateChange], None] | None = None,
+        config: ClientConfig | None = None,
         consistency: str = "strong",
         liveness_interval: float = 5.0,
+        on_state_change: Callable[[StateChange], None] | None = None,
         transport: Transport | None = None,
+        **options: Any,
     ) -> None:
         quorum = _check_consistency(consistency)
-        interval = check_timeout(liveness_interval, "liveness_interval")
-        core = Core(
-            endpoints,
-            timeout=timeout,
-            attempt_timeout=attempt_timeout,
-            connect_timeout=connect_timeout,
-            maxsize=maxsize,
-            retry=retry,
-            namespace=None,
-            policy=policy,
-            sync_interval=sync_interval,
-            sync_on_start=sync_on_start,
-            tls=tls,
-            user=None,
-            password=None,
-            api_prefix=None,
-            hedge_delay=None,
-            on_state_change=on_state_change,
-            transport=transport,
-        )
+        interval = check_duration(liveness_interval, "liveness_interval")
+        v3_only = sorted(set(options) & set(V3_ONLY_OPTIONS))
+        if v3_only:
+            raise InvalidType(f"option(s) {', '.join(v3_only)} of the v3 client: not for v2")
+        cfg = ClientConfig.build(endpoints, config, options)
+        core = Core(cfg, on_state_change=on_state_change, transport=transport)
         self._setup(core, core, owns=True, quorum=quorum, interval=interval)
 
     @classmethod
@@ -138,7 +130,7 @@ class Client:
         if not isinstance(core, Core):
             raise InvalidType(f"client must be a geetcd.Client, got {type(client).__name__}")
         quorum = _check_consistency(consistency)
-        interval = check_timeout(liveness_interval, "liveness_interval")
+        interval = check_duration(liveness_interval, "liveness_interval")
         self = cls.__new__(cls)
         self._setup(core, client, owns=False, quorum=quorum, interval=interval)
         return self
@@ -420,7 +412,7 @@ class Client:
         request = proto.watch_request(key, wait_index, recursive=recursive)
         deadline = None
         if timeout is not None:
-            deadline = _monotonic() + check_timeout(timeout, "timeout")
+            deadline = _monotonic() + check_duration(timeout, "timeout")
         if wait_index is None:
             index = self._current_index(timeout)
             request = proto.watch_request(key, index + 1, recursive=recursive)
