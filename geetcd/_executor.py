@@ -1,6 +1,10 @@
-"""The one attempt loop: every request of a client, of every kind, runs through
-:meth:`Executor.run`: unary v3 calls, v2 calls, stream opens (v3 watch, v2 long polls),
-keepalive batches and authentication.
+"""The one way to send: every unary request of a client, of every kind (v3 calls, v2 calls,
+keepalive POSTs, authentication, maintenance), is described once as a :class:`Request` and
+run by :meth:`Executor.send`; long-lived streams (v3 watches, the WebSocket channel, v2 long
+polls) open through the same loop, :meth:`Executor.run`, from the one stream supervisor
+(:mod:`geetcd.supervisor`). ``send`` adds what only unary calls have: hedging, the observer's
+call record (:mod:`geetcd.observe`), and ``call``/``execute`` build the Request for JSON v3
+calls and v2 calls.
 
 ``run(do, ...)`` is Go clientv3's retry interceptor in the shape of redis-py's
 ``call_with_retry``: for each attempt it picks a member (``ClusterState.pick``, skipping the
@@ -21,6 +25,10 @@ set of rules:
 * one backoff (the call's :class:`~geetcd.config.Retry`) after each full round of members;
 * when retries or the deadline run out, the last error is raised (ClusterUnavailable when no
   member was usable at all, DeadlineExceeded when time ran out between attempts).
+
+Every attempt is registered on its member (``Member.waiting``), so outlier detection
+(:mod:`geetcd.outlier`) can move a read off a member that went silent, and every attempt of an
+observed call is reported to its observers.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""The core every feature stands on: cluster state, transport, the one attempt loop, the
-keyspace, the greenlet group and the close hooks of one client.
+"""The core every feature stands on, one per client: its options (a ``ClientConfig``), the
+cluster state, the transport, the one way to send (``Executor.send``), outlier detection
+(:mod:`geetcd.outlier`), the one observer hook (:mod:`geetcd.observe`), the keyspace, the
+greenlet group and the close hooks. Its long-lived streams run on the one stream supervisor
+(:mod:`geetcd.supervisor`).
 
 :class:`geetcd.Client` is a facade over a :class:`Core`: the feature groups it composes
 (:mod:`geetcd.feature`: KV, watches, leases, maintenance, membership), auth, the prefix
