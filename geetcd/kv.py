@@ -147,7 +147,9 @@ class KV(Feature):
         wire = self._ks.key(key)
         at = _opt_revision(revision, "revision")
         serial = check_bool(serializable, "serializable")
-        body = kv_proto.range_body(wire, None, RangeOptions(revision=at, serializable=serial))
+        # No options object for the common get (the builder then sends the key alone).
+        opts = RangeOptions(revision=at, serializable=serial) if at or serial else None
+        body = kv_proto.range_body(wire, None, opts)
         response: RangeResponse
         if self._reads is not None and retry is None:
             self._core.start()
