@@ -80,6 +80,8 @@ __all__ = [
 ]
 
 _PROBE_PAYLOAD = encode_json(LINEARIZABLE_PROBE_BODY)
+_DRAIN: Mapping[str, Any] = {"drain": True}
+_NO_OPTIONS: Mapping[str, Any] = {}
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -395,7 +397,7 @@ class Executor:
 
         on_attempt = request.on_attempt
         # Only when asked and known: a transport given to Client(transport=...) may not know it.
-        drain_option = {"drain": True} if request.drain and self._transport_drains else {}
+        drain_option = _DRAIN if request.drain and self._transport_drains else _NO_OPTIONS
 
         def do(attempt: Attempt) -> T:
             member = attempt.member
@@ -605,8 +607,8 @@ class Executor:
                 started, gevent.getcurrent(), idempotent, per_attempt > self.attempt_timeout
             )
             waiting[entry] = None
-            if len(waiting) == 1:
-                cluster.attempt_waiting(member)
+            if len(waiting) == 1 and cluster.on_waiting is not None:
+                cluster.on_waiting()  # outlier detection runs while attempts wait
             try:
                 result = do(
                     Attempt(

@@ -225,7 +225,8 @@ class ClusterState:
         self._clock = clock
         self._observers = observers if observers is not None else Observers()
         self.on_waiting: Callable[[], None] | None = None
-        """Called when a member gets waiting attempts again (outlier detection's start)."""
+        """Called by the attempt loop when a member gets waiting attempts again (outlier
+        detection's start; set by the core). Must not raise or switch."""
         self._current: Member | None = None
         self._rr = itertools.count()
         self._changed = gevent.event.Event()
@@ -307,12 +308,6 @@ class ClusterState:
             self._changed.wait(remaining)
 
     # ------------------------------------------------------------------ health
-    def attempt_waiting(self, member: Member) -> None:
-        """The attempt loop's note that ``member`` has attempts waiting again: starts outlier
-        detection (``on_waiting``, set by the core) if it is not running. Never raises."""
-        if self.on_waiting is not None:
-            self.on_waiting()
-
     def mark_success(self, member: Member, latency: float) -> None:
         """Record a successful call: updates the latency estimate; SUSPECT becomes HEALTHY."""
         member.latency += 0.2 * (latency - member.latency) if member.ok_count else latency

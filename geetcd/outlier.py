@@ -99,11 +99,12 @@ class SilenceDetector:
     def ensure_running(self) -> None:
         """Start the detector's greenlet if attempts wait and it is not running. Never
         raises, never switches."""
+        greenlet = self._greenlet
+        if greenlet is not None and not greenlet.dead:
+            return  # running: the common case, kept cheap (once per call that waits alone)
         if not self.enabled or len(self._cluster.members) < 2 or self._cluster.closed:
             return
-        greenlet = self._greenlet
-        if greenlet is None or greenlet.dead:
-            self._greenlet = self._group.spawn(self._run)
+        self._greenlet = self._group.spawn(self._run)
 
     def _run(self) -> None:
         cluster = self._cluster
