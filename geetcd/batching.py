@@ -274,6 +274,9 @@ class _Batcher:
             op.result.set(self._alone(op.kind, op.body, op.deadline, records=records))
         except EtcdError as exc:
             op.result.set_exception(exc)
+        except BaseException as exc:  # the sender killed (close()): its caller must not wait
+            op.result.set_exception(self._interrupted(exc))
+            raise
 
     def _send(self, batch: list[_Op]) -> None:
         if len(batch) == 1:

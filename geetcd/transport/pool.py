@@ -200,9 +200,10 @@ class MemberPool:
         connection has no socket, write ``request`` in one ``sendall``, read the answer
         with :func:`geetcd.http1.read_response`.
 
-        ``drain``: when the answer does not come in time (ResponseTimeout) or the attempt is
-        moved off a silent member (MemberSilent), the connection is not closed: a greenlet
-        reads the answer in the background (for up to ``DRAIN_TIMEOUT``) and closes it then.
+        ``drain``: when the answer does not come in time (ResponseTimeout), the attempt is
+        moved off a silent member (MemberSilent) or the caller leaves (its greenlet killed,
+        the client closed), the connection is not closed: a greenlet reads the answer in the
+        background (for up to ``DRAIN_TIMEOUT``) and closes it then.
         For read-only txns: etcd 3.5.0 to 3.5.4 panics (and the member exits) when the client
         goes away while it applies a read-only txn (etcd issue #14110, fixed in 3.5.5). The
         pool slot is freed at once; the connection waits outside the pool.
@@ -258,6 +259,13 @@ class MemberPool:
                 raise alert from exc
             close_dropped_idle(self.connections)
             raise
+        except BaseException:
+            # The caller left (its greenlet killed, client.close(), its own gevent.Timeout):
+            # a read-only txn is still read to its end, as above.
+            if drain and sent and conn is not None:
+                self._drain(conn, method)
+                conn = None
+            raise
         finally:
             if conn is None:
                 self._checkin_slot()  # the connection is draining, outside the pool
@@ -291,8 +299,9 @@ class MemberPool:
             conn.close()
 
     def close(self) -> None:
-        """Close every idle and draining connection; later calls raise ConnectionFailed.
-        Never raises."""
+        """Close every idle connection; later calls raise ConnectionFailed. Never raises.
+
+        Connections still draining the answer of an abandoned read-only txn are left to their
+        greenlets, which close each one once its answer came (within ``DRAIN_TIMEOUT``): cut
+        now, they could crash an etcd 3.5.0-3.5.4 member (see :meth:`exchange`)."""
         self.connections.close()
-        for conn in list(self.draining):
-            conn.close()

@@ -212,10 +212,13 @@ def test_batched_writes_each_get_their_own_answer(batched_writes: geetcd.Client)
 
 @pytest.mark.parametrize("round_", range(3))
 def test_close_during_batched_reads_raises_client_closed_everywhere(
-    etcd_cluster: EtcdCluster, caplog: pytest.LogCaptureFixture, round_: int
+    healed_cluster: EtcdCluster, caplog: pytest.LogCaptureFixture, round_: int
 ) -> None:
     """close() while 200 greenlets read: each caller gets ClientClosed (never the sender's
-    GreenletExit), and closing neither benches nor logs a member down."""
+    GreenletExit), closing neither benches nor logs a member down, and no member crashes (a
+    read-only txn whose connection is cut while etcd 3.5.0-3.5.4 applies it panics the
+    member, etcd issue #14110: such answers are drained, not cut)."""
+    etcd_cluster = healed_cluster
     client = geetcd.Client(etcd_cluster.endpoints, namespace=f"/close-{round_}/")
     client.put("k", "v")
     outcomes: list[BaseException | None] = []
@@ -241,3 +244,5 @@ def test_close_during_batched_reads_raises_client_closed_everywhere(
     assert all(m.state is geetcd.MemberState.HEALTHY for m in client.cluster_state.members)
     downs = [r.getMessage() for r in caplog.records if "-> down" in r.getMessage()]
     assert downs == []
+    gevent.sleep(1.0)
+    assert all(m.is_running for m in etcd_cluster.members), etcd_cluster
