@@ -19,7 +19,8 @@ from geetcd.transport import RawResponse, Stream, Transport
 
 
 class CountingTransport(Transport):
-    """A client's real transport that counts the HTTP requests it sends to etcd."""
+    """A client's real transport that counts the HTTP requests it sends to etcd for its
+    operations (health probes excluded)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -31,7 +32,10 @@ class CountingTransport(Transport):
         return self.unary + self.streams
 
     def request(self, *args: Any, **kwargs: Any) -> RawResponse:
-        self.unary += 1
+        # Health probes (stream liveness, outlier detection, the prober) are per member and
+        # per second, not per operation: they are not counted.
+        if kwargs.get("what") != "health probe":
+            self.unary += 1
         return super().request(*args, **kwargs)
 
     def open_stream(self, *args: Any, **kwargs: Any) -> Stream:
