@@ -481,10 +481,6 @@ class ServerStream:
                 self.stop()
 
 
-inherited_watch_error = inherited_stream_error
-"""The error that ends, in a forked child, a watch its parent created."""
-
-
 def _wake_all(waiters: list[Waiter[None]]) -> None:
     for waiter in waiters:
         waiter.switch(None)
@@ -560,7 +556,7 @@ class WatchHub:
         """In a forked child (see :meth:`Core.start`): end every watch inherited from the
         parent with WatchCanceled (reason ``"forked"``); their streams are forgotten and
         their greenlets killed. New watches work as usual. Never raises."""
-        error = inherited_watch_error()
+        error = inherited_stream_error()
         self.mux.close()
         self._end_every_stream(lambda sub: sub.hub_finish(error))
         self.runners.clear()
