@@ -181,8 +181,8 @@ class Core:
 
     def add_observer(self, observer: Observer) -> None:
         """Attach ``observer`` to every later call, attempt, member change, stream, watch,
-        lease and batch of this client (see :mod:`geetcd.observe`). TypeError if it is not
-        a :class:`geetcd.Observer`."""
+        lease and batch of this client (see :mod:`geetcd.observe`). InvalidType (a TypeError)
+        if it is not a :class:`geetcd.Observer`."""
         self.observers.add(observer)
 
     def remove_observer(self, observer: Observer) -> None:

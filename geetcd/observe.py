@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from geetcd.errors import InvalidType
+
 __all__ = ["CallRecord", "Observer", "Observers"]
 
 log = logging.getLogger(__name__)
@@ -173,9 +175,11 @@ class Observers:
         return f"<Observers {[type(o).__name__ for o in self.all]}>"
 
     def add(self, observer: Observer) -> None:
-        """Attach ``observer`` (after those already attached). TypeError if not an Observer."""
+        """Attach ``observer`` (after those already attached). InvalidType (a TypeError) if it
+        is not an Observer."""
         if not isinstance(observer, Observer):
-            raise TypeError(f"observer must be a geetcd.Observer, got {type(observer).__name__}")
+            kind = type(observer).__name__  # type: ignore[unreachable]  # untyped callers
+            raise InvalidType(f"observer must be a geetcd.Observer, got {kind}")
         self.all = (*self.all, observer)
         self.active = True
 
