@@ -64,6 +64,9 @@ def test_follower_of_a_paused_leader_is_not_benched_in_a_loop(
         leader.pause()
         try:
             gevent.sleep(4.0)
+            # Judged while the leader is still paused: once it resumes, etcd before 3.5.11 /
+            # 3.4.28 may revoke leases from its stale view (etcd issue #15247).
+            lost = [lease for lease in leases if lease.lost.is_set()]
         finally:
             leader.resume()
             load.stop()
@@ -71,7 +74,7 @@ def test_follower_of_a_paused_leader_is_not_benched_in_a_loop(
         downs = [c for c in during if c.new is MemberState.DOWN]
         assert len(downs) <= 1, [(c.old.value, c.new.value, repr(c.error)) for c in during]
         assert load.stale == []
-        assert not any(lease.lost.is_set() for lease in leases)
+        assert lost == []
 
 
 def test_a_slow_large_range_does_not_eject_its_member(healed_cluster: EtcdCluster) -> None:
